@@ -1,0 +1,107 @@
+"""The FILS model: student encoder, predictor, shared language projector, EMA teacher and the losses."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fils_model.config import LossConfig, ModelConfig
+from fils_model.diagnostics import effective_rank, feature_std
+from fils_model.encoder import VideoEncoder, keep_tokens
+from fils_model.losses.actclip import ActCLIPLoss, pool_tokens
+from fils_model.losses.feature import feature_loss
+from fils_model.losses.pixel import pixel_loss, tube_pixels, unnormalise
+from fils_model.predictor import Predictor
+from fils_model.projector import LanguageProjector, feature_head
+from fils_model.teacher import Teacher
+
+
+class FILSModel(nn.Module):
+    """``forward(batch)`` returns a dict with the weighted ``loss``, each loss term and diagnostics.
+
+    Parts are built only for losses with a non-zero weight, so DDP never sees unused parameters.
+    Batch keys: ``video`` (B,3,T,H,W) normalised, ``mask`` (B,N) bool True = masked, ``action_tokens`` (B,N)
+    bool, ``text_embedding`` (B,text_dim), optional ``pixels`` (B,3,T,H,W) uint8 or [0,1] float.
+    """
+
+    def __init__(self, cfg: ModelConfig, loss_cfg: LossConfig) -> None:
+        super().__init__()
+        self.cfg, self.loss_cfg = cfg, loss_cfg
+        self.encoder = VideoEncoder(cfg)
+        self.projector = LanguageProjector(cfg.embed_dim, cfg.projector_hidden_dim, cfg.text_dim)
+        uses_predictor = loss_cfg.feature_weight > 0 or loss_cfg.pixel_weight > 0
+        self.predictor = Predictor(cfg) if uses_predictor else None
+        self.feature_head = feature_head(cfg.decoder_dim, cfg.embed_dim) if loss_cfg.feature_weight > 0 else None
+        self.pixel_head = (
+            nn.Sequential(
+                nn.LayerNorm(cfg.decoder_dim), nn.Linear(cfg.decoder_dim, cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2)
+            )
+            if loss_cfg.pixel_weight > 0
+            else None
+        )
+        self.actclip = (
+            ActCLIPLoss(loss_cfg.temperature_init, loss_cfg.max_logit_scale, loss_cfg.gather_negatives)
+            if loss_cfg.actclip_weight > 0
+            else None
+        )
+        self.teacher = Teacher(self.encoder, self.projector, cfg.target_source) if self.feature_head else None
+
+    @torch.no_grad()
+    def after_step(self, momentum: float) -> None:
+        """Per optimiser step bookkeeping: EMA teacher update and logit-scale clamp."""
+        if self.teacher is not None:
+            self.teacher.update(self.encoder, self.projector, momentum)
+        if self.actclip is not None:
+            self.actclip.clamp_()
+
+    def forward(self, batch: dict[str, torch.Tensor], diagnostics: bool = False) -> dict[str, torch.Tensor]:
+        video, mask = batch["video"], batch["mask"]
+        tokens = self.encoder.embed(video)
+        visible = self.encoder.encode(tokens, mask)
+        states = self.predictor(visible, mask) if self.predictor is not None else None
+        out: dict[str, torch.Tensor] = {}
+        total = video.new_zeros((), dtype=torch.float32)
+
+        if self.feature_head is not None:
+            pred = self.projector(self.feature_head(states))
+            target = self.teacher(video, mask)
+            out["loss_feature"] = feature_loss(pred, target, self.loss_cfg.smooth_l1_beta)
+            total = total + self.loss_cfg.feature_weight * out["loss_feature"]
+            if diagnostics:
+                out |= {
+                    "pred_std": feature_std(pred),
+                    "target_std": feature_std(target),
+                    "pred_erank": effective_rank(pred),
+                    "target_erank": effective_rank(target),
+                }
+
+        if self.actclip is not None:
+            out["loss_actclip"] = self.actclip(self._pooled_video(tokens, visible, batch), batch["text_embedding"])
+            out["logit_scale"] = self.actclip.logit_scale.detach().exp()
+            total = total + self.loss_cfg.actclip_weight * out["loss_actclip"]
+
+        if self.pixel_head is not None:
+            pixels = batch.get("pixels")
+            pixels = unnormalise(video) if pixels is None else pixels
+            target_px = keep_tokens(
+                tube_pixels(pixels, self.cfg.tubelet_size, self.cfg.patch_size, self.loss_cfg.norm_pix_loss), mask
+            )
+            out["loss_pixel"] = pixel_loss(self.pixel_head(states), target_px)
+            total = total + self.loss_cfg.pixel_weight * out["loss_pixel"]
+
+        out["loss"] = total
+        return out
+
+    def _pooled_video(
+        self, tokens: torch.Tensor, visible: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """ActCLIP video embedding: projected student tokens pooled over the action area."""
+        strategy = self.loss_cfg.actclip_pooling
+        action = batch.get("action_tokens")
+        if action is None:
+            if strategy != "average":
+                raise KeyError(f"ActCLIP pooling {strategy!r} needs batch['action_tokens'] (B, N) bool")
+            action = torch.ones(batch["mask"].shape, dtype=torch.bool, device=tokens.device)
+        if self.cfg.actclip_source == "tube_embedding":
+            return pool_tokens(self.projector(tokens), action, strategy)
+        return pool_tokens(self.projector(visible), keep_tokens(action, ~batch["mask"]), strategy)

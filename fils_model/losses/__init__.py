@@ -1,0 +1,1 @@
+"""FILS training objectives: ActCLIP, feature prediction in language space, optional VideoMAE pixel loss."""
