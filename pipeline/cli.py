@@ -1,0 +1,102 @@
+"""The ``fils`` command: ``run``, ``status`` and ``samples``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.adapters import AnnotationError
+from pipeline.config import ConfigError, load_config
+
+
+def _stage_list(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fils", description="FILS video pretraining pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run stages (skipping the ones that are up to date)")
+    run.add_argument("-c", "--config", required=True, type=Path)
+    run.add_argument("--stages", type=_stage_list, default=None, help="comma-separated stages (default: all)")
+    run.add_argument("--force", action="append", default=[], metavar="STAGE", help="recompute STAGE (repeatable)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    status = sub.add_parser("status", help="show each stage: done, stale or missing")
+    status.add_argument("-c", "--config", required=True, type=Path)
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    samples = sub.add_parser("samples", help="write the demo dataset (generated clips with ground truth + real clips)")
+    samples.add_argument("out", type=Path)
+    samples.add_argument("--clips-per-class", type=int, default=4)
+    samples.add_argument("--frames", type=int, default=32)
+    samples.add_argument("--size", default="160x120", help="WIDTHxHEIGHT of generated clips")
+    samples.add_argument("--pan", type=float, default=0.0, help="camera pan in pixels per frame")
+    samples.add_argument("--no-real", action="store_true", help="leave out the real footage")
+    samples.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.runner import run_pipeline
+    from stages import registry
+
+    cfg = load_config(args.config, args.overrides)
+    outcomes = run_pipeline(registry(), cfg, args.stages, set(args.force))
+    for outcome in outcomes:
+        counts = ", ".join(f"{k}={v}" for k, v in outcome.record.row_counts.items())
+        print(f"{outcome.stage:<13} {outcome.action:<8} {counts}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.artifacts import ArtifactStore
+    from pipeline.runner import pipeline_status
+    from stages import registry
+
+    cfg = load_config(args.config, args.overrides)
+    statuses = pipeline_status(registry(), cfg, ArtifactStore(cfg.workdir))
+    if args.json:
+        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+        return 0
+    for s in statuses:
+        counts = ", ".join(f"{k}={v}" for k, v in s.row_counts.items())
+        fp = (s.recorded_fingerprint or s.fingerprint or "-")[:12]
+        print(f"{s.stage:<13} {s.state:<8} {fp:<12} {counts}{'  (' + s.reason + ')' if s.reason else ''}")
+    return 0
+
+
+def _cmd_samples(args: argparse.Namespace) -> int:
+    from pipeline.samples import SampleSettings, write_samples
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, for example 160x120") from None
+    csv_path = write_samples(args.out, SampleSettings(clips_per_class=args.clips_per_class, width=width,
+                                                      height=height, frames=args.frames, pan_px_per_frame=args.pan,
+                                                      real=not args.no_real, seed=args.seed))
+    print(f"wrote {csv_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.runner import StageError
+
+    try:
+        return {"run": _cmd_run, "status": _cmd_status, "samples": _cmd_samples}[args.command](args)
+    except (ConfigError, AnnotationError, StageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

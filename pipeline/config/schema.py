@@ -1,0 +1,16 @@
+"""The root of the config tree. Each stage owns one section; only `workdir` and `data.source` are required."""
+from pathlib import Path
+
+from pydantic import Field
+
+from pipeline.config.base import Section
+from pipeline.config.data import DataConfig
+from pipeline.config.runtime import RuntimeConfig
+from pipeline.config.shard import ShardConfig
+
+
+class FilsConfig(Section):
+    workdir: Path = Field(description="Every stage writes its artifacts to <workdir>/<stage>/.")
+    data: DataConfig
+    runtime: RuntimeConfig = RuntimeConfig()
+    shard: ShardConfig = ShardConfig()

@@ -1,0 +1,30 @@
+"""Content fingerprints: stable hashes of configs, file identities and files."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def stable_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def hash_value(value: Any) -> str:
+    return hashlib.sha256(stable_json(value).encode()).hexdigest()
+
+
+def file_identity(path: Path, relative_to: Path | None = None) -> dict[str, Any]:
+    """Cheap identity of an input file (make-style): relative path, size and modification time."""
+    st = path.stat()
+    name = str(path.relative_to(relative_to)) if relative_to is not None else str(path)
+    return {"path": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

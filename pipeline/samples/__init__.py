@@ -1,0 +1,81 @@
+"""The demo dataset written by ``fils samples OUT``: generated clips with ground truth plus real footage.
+
+Layout::
+
+    OUT/synthetic/<motion>/<motion>_NNN.mp4        generated clip
+    OUT/synthetic/<motion>/<motion>_NNN.boxes.json true per-frame boxes (normalised x1, y1, x2, y2)
+    OUT/real/<name>.mp4                            real footage (see real/SOURCES.md)
+    OUT/samples.csv                                path, label, text, split (for data.source.kind=csv)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.samples.synthetic import DEFAULT_CLASSES, make_clip
+from pipeline.video.encode import H264Writer
+
+REAL_DIR = Path(__file__).parent / "real"
+REAL_CAPTIONS = {
+    "bikes": "people riding bicycles in city traffic",
+    "carphone": "a man talking on a phone in a car",
+    "vtest": "people walking across a campus",
+}
+SAMPLES_CSV = "samples.csv"
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    clips_per_class: int = 4
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    width: int = 160
+    height: int = 120
+    frames: int = 32
+    fps: float = 15.0
+    pan_px_per_frame: float = 0.0
+    validation_every: int = 4  # every n-th clip of a class goes to the validation split
+    real: bool = True
+    seed: int = 0
+
+
+def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Path:
+    """Write the demo dataset to ``out`` and return the path of its ``samples.csv``."""
+    out = Path(out)
+    rows = []
+    for c, motion in enumerate(settings.classes):
+        folder = out / "synthetic" / motion
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(settings.clips_per_class):
+            clip = make_clip(motion, seed=settings.seed * 100_003 + c * 1000 + i, width=settings.width,
+                             height=settings.height, frames=settings.frames,
+                             pan_px_per_frame=settings.pan_px_per_frame)
+            name = f"{motion}_{i:03d}"
+            writer = H264Writer(folder / f"{name}.mp4", settings.width, settings.height, settings.fps,
+                                gop=8, crf=16, preset="veryfast")
+            for frame in clip.frames:
+                writer.write(frame)
+            writer.close()
+            (folder / f"{name}.boxes.json").write_text(json.dumps(
+                {"fps": settings.fps, "boxes": clip.boxes.round(5).tolist(), "caption": clip.caption}))
+            split = "validation" if settings.validation_every and (i + 1) % settings.validation_every == 0 else "train"
+            rows.append({"path": f"synthetic/{motion}/{name}.mp4", "label": motion, "text": clip.caption,
+                         "split": split})
+    if settings.real:
+        (out / "real").mkdir(parents=True, exist_ok=True)
+        for name, caption in REAL_CAPTIONS.items():
+            shutil.copyfile(REAL_DIR / f"{name}.mp4", out / "real" / f"{name}.mp4")
+            rows.append({"path": f"real/{name}.mp4", "label": "", "text": caption, "split": "train"})
+    csv_path = out / SAMPLES_CSV
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "text", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path
+
+
+def read_true_boxes(video: Path) -> dict:
+    """The ground truth written next to a generated clip."""
+    return json.loads(video.with_name(video.stem + ".boxes.json").read_text())

@@ -1,0 +1,77 @@
+"""WebDataset tar shards of clips: ``shards/<split>-NNNNNN.tar`` holding ``<key>.mp4`` and ``<key>.json``.
+
+Shards are written in key order with ``mtime=0`` and fixed ownership, so the same clips always give the
+same bytes whatever the worker count or rerun.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import webdataset as wds
+
+SHARDS_SUBDIR = "shards"
+
+
+@dataclass(frozen=True)
+class ShardItem:
+    key: str
+    video: Path  # the encoded clip on disk
+    meta: dict[str, Any]
+
+
+@dataclass
+class ShardSample:
+    key: str
+    mp4: bytes
+    meta: dict[str, Any]
+
+
+def plan_shards(items: list[ShardItem], target_bytes: float, max_count: int, min_shards: int) -> list[list[ShardItem]]:
+    """Group items (already in key order) into shards by size and count, with at least ``min_shards``
+    shards when there are enough items (every rank and loader worker must get one)."""
+    if not items:
+        return []
+    cap = min(max_count, max(1, math.ceil(len(items) / min_shards)))
+    groups: list[list[ShardItem]] = [[]]
+    size = 0
+    for item in items:
+        item_size = item.video.stat().st_size
+        if groups[-1] and (len(groups[-1]) >= cap or size + item_size > target_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += item_size
+    return groups
+
+
+def write_shard(path: Path, items: list[ShardItem]) -> None:
+    with open(path, "wb") as fh:
+        writer = wds.TarWriter(fh, user="fils", group="fils", mtime=0, encoder=False)
+        for item in items:
+            writer.write({"__key__": item.key, "mp4": item.video.read_bytes(),
+                          "json": json.dumps(item.meta, sort_keys=True).encode()})
+        writer.close()
+
+
+def shard_paths(shard_stage_dir: Path, split: str | None = None) -> list[Path]:
+    pattern = f"{split}-*.tar" if split else "*.tar"
+    return sorted((Path(shard_stage_dir) / SHARDS_SUBDIR).glob(pattern))
+
+
+def iter_shard(path: Path) -> Iterator[ShardSample]:
+    dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    for sample in dataset:
+        yield ShardSample(sample["__key__"], sample["mp4"], json.loads(sample["json"]))
+
+
+def read_sample(path: Path, key: str) -> ShardSample:
+    for sample in iter_shard(path):
+        if sample.key == key:
+            return sample
+    raise KeyError(f"clip {key!r} not in shard {path}")
+
+

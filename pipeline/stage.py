@@ -1,0 +1,56 @@
+"""The contract every stage implements, so one runner (CLI or Prefect) can plan, resume and commit it.
+
+A stage splits its work into units (one source video, one shard, ...). ``process`` handles one unit in a
+worker process and writes into a fresh folder that is sealed atomically; ``finalize`` assembles the units
+into the stage's outputs. A killed run therefore redoes only the units that were not sealed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.artifacts import SuccessRecord
+from pipeline.config import FilsConfig
+
+
+@dataclass(frozen=True)
+class Unit:
+    id: str  # a file-name-safe identifier, stable across runs
+    payload: dict[str, Any] = field(default_factory=dict)  # small, JSON-able
+
+
+@dataclass
+class StageContext:
+    cfg: FilsConfig
+    stage: str
+    workdir: Path
+    upstream: dict[str, SuccessRecord]
+    output_dir: Path
+    units_dir: Path
+
+    def upstream_dir(self, stage: str) -> Path:
+        if stage not in self.upstream:
+            raise KeyError(f"stage {self.stage!r} did not declare {stage!r} as an upstream stage")
+        return self.workdir / stage
+
+    def unit_dir(self, unit_id: str) -> Path:
+        return self.units_dir / unit_id
+
+
+@dataclass
+class StageResult:
+    row_counts: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    version: str  # bump when the meaning of the outputs changes
+    upstream: tuple[str, ...]
+    config_of: Callable[[FilsConfig], dict[str, Any]]  # the settings that change the outputs
+    plan: Callable[[StageContext], list[Unit]]
+    process: Callable[[StageContext, Unit, Path], dict[str, Any]]  # module-level: runs in worker processes
+    finalize: Callable[[StageContext, list[Unit], dict[str, str]], StageResult]  # (ctx, units, failures)
+    inputs_digest: Callable[[FilsConfig], str] | None = None  # identity of raw inputs (first stage only)
