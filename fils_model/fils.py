@@ -57,7 +57,8 @@ class FILSModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], diagnostics: bool = False) -> dict[str, torch.Tensor]:
         video, mask = batch["video"], batch["mask"]
         tokens = self.encoder.embed(video)
-        visible = self.encoder.encode(tokens, mask)
+        needs_encoder = self.predictor is not None or self.cfg.actclip_source == "encoder"
+        visible = self.encoder.encode(tokens, mask) if needs_encoder else tokens
         states = self.predictor(visible, mask) if self.predictor is not None else None
         out: dict[str, torch.Tensor] = {}
         total = video.new_zeros((), dtype=torch.float32)

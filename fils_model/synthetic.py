@@ -39,15 +39,17 @@ class SyntheticClips:
         size, frames, side = cfg.img_size, cfg.num_frames, cfg.img_size // 4
         labels = torch.randint(len(DIRECTIONS), (batch_size,), generator=gen)
         clips = _texture(gen, batch_size, size, 4)[:, :, None].repeat(1, 1, frames, 1, 1)
-        squares = _texture(gen, batch_size, side, max(2, side // 2))
+        checker = (torch.arange(side)[:, None] // 2 + torch.arange(side)[None] // 2) % 2  # high-contrast square
+        squares = torch.rand(batch_size, 3, 1, 1, generator=gen) * checker + 0.5 * (1 - checker)
+        clips = 0.3 + 0.4 * clips  # dim, smooth background
         action = torch.zeros(batch_size, *cfg.grid[1:], dtype=torch.bool)
-        speed = max(1, (size - side) // (2 * frames))
+        speed = max(1, (size - side) // frames)
+        travel = speed * (frames - 1)
         for b in range(batch_size):
             dx, dy = DIRECTIONS[int(labels[b])]
-            x0 = int(torch.randint(0, size - side + 1, (1,), generator=gen))
-            y0 = int(torch.randint(0, size - side + 1, (1,), generator=gen))
-            xs = [min(max(x0 + dx * speed * t, 0), size - side) for t in range(frames)]
-            ys = [min(max(y0 + dy * speed * t, 0), size - side) for t in range(frames)]
+            x0, y0 = (self._start(gen, d, size - side, travel) for d in (dx, dy))
+            xs = [x0 + dx * speed * t for t in range(frames)]
+            ys = [y0 + dy * speed * t for t in range(frames)]
             for t in range(frames):
                 clips[b, :, t, ys[t] : ys[t] + side, xs[t] : xs[t] + side] = squares[b]
             p = cfg.patch_size  # action area: union box over frames, any-overlap rasterisation (D11)
@@ -64,6 +66,13 @@ class SyntheticClips:
             "text_embedding": text,
             "label": labels,
         }
+
+    @staticmethod
+    def _start(gen: torch.Generator, direction: int, span: int, travel: int) -> int:
+        """Start coordinate keeping the whole path inside the frame."""
+        low = travel if direction < 0 else 0
+        high = span - travel if direction > 0 else span
+        return int(torch.randint(low, high + 1, (1,), generator=gen))
 
     def stream(self, start: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
         """Global batches from ``start`` on, each cut to this rank's contiguous slice."""

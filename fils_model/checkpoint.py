@@ -1,0 +1,104 @@
+"""Training checkpoints: atomic writes, latest + every K-th retention, RNG capture, clear load errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+_NAME = re.compile(r"step_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not belong to the configured model."""
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint file on the CPU, naming the file and the remedy on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path or start a fresh run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupted / truncated / not a torch file
+        raise CheckpointError(f"checkpoint {path} could not be read ({exc}); delete it to resume from an older one")
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Strict ``load_state_dict`` whose error names the file and the mismatching keys."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the configured model (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, shape mismatches {shapes[:5]}); use the configuration it was trained with "
+            "or start a fresh run directory"
+        )
+    model.load_state_dict(state)
+
+
+def check_config(saved: dict[str, Any], current: dict[str, Any], path: Path, sections: tuple[str, ...]) -> None:
+    """Refuse to resume when architecture- or loss-defining config sections changed."""
+    for section in sections:
+        if saved.get(section) != current.get(section):
+            diff = {k: (saved.get(section, {}).get(k), v) for k, v in current[section].items()
+                    if saved.get(section, {}).get(k) != v}
+            raise CheckpointError(
+                f"checkpoint {path} was trained with a different '{section}' config (saved vs current: {diff}); "
+                "restore those settings or use a new run directory"
+            )
+
+
+class CheckpointManager:
+    """``step_XXXXXXXX.pt`` files in one directory; keeps the latest and every ``keep_every``-th save."""
+
+    def __init__(self, directory: Path, checkpoint_every: int, keep_every: int) -> None:
+        self.directory = Path(directory)
+        self.keep_period = checkpoint_every * keep_every
+
+    def _steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _NAME.search(p.name)))
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step:08d}.pt"
+
+    def latest(self) -> Path | None:
+        steps = self._steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.path(step)
+        tmp = target.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, target)
+        for old in self._steps()[:-1]:
+            if old % self.keep_period:
+                self.path(old).unlink(missing_ok=True)
+        return target
