@@ -7,9 +7,10 @@ that go through exactly the same loading code as the published ones.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 # Prompt used by video2dataset's VideoBLIP caption stage (see peers.md); the stage may override it.
 DEFAULT_PROMPT = "Question: Can you give a detailed description of what is happening in this video? Answer:"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,7 +70,10 @@ def load_text_encoder(
                                    normalize=normalize)
     if backend == "hf":
         if pretrained is not None or text_checkpoint is not None:
-            raise ValueError("the hf backend takes the model id or folder as `model`; pretrained/text_checkpoint are open_clip options")
+            raise ValueError(
+                "the hf backend takes the model id or folder as `model`; "
+                "pretrained/text_checkpoint are open_clip options"
+            )
         from fils_model.text_hf import HFTextEncoder
 
         return HFTextEncoder(model, device=dev, normalize=normalize)

@@ -22,6 +22,8 @@ from fils_model.text_encoders import TextEncoder
 _CONTAINER_KEYS = ("state_dict", "model", "module")
 _WRAPPER_PREFIXES = ("module.", "model.")
 _VIFI_TEXT_PREFIX = "text_encoder."
+_NON_TEXT_KEYS = ("logit_scale", "logit_bias")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class MissingTextWeightsError(ValueError):
@@ -98,7 +100,7 @@ class OpenClipTextEncoder(TextEncoder):
         model = open_clip.create_model(model_name, pretrained=tag)
         if hasattr(model, "text"):
             raise ValueError(f"{model_name} has a custom (e.g. HF) text tower; use a CLIP-style open_clip model")
-        text_keys = {k for k in model.state_dict() if not k.startswith("visual.") and k not in ("logit_scale", "logit_bias")}
+        text_keys = {k for k in model.state_dict() if not k.startswith("visual.") and k not in _NON_TEXT_KEYS}
         found: set[str] = set(text_keys) if tag is not None else set()
         for path in local_files:
             tower = select_text_tower(read_checkpoint(path, allow_pickle=allow_pickle), text_keys)
@@ -128,4 +130,6 @@ class OpenClipTextEncoder(TextEncoder):
 def _is_path(value: str | os.PathLike) -> bool:
     """A local file (as opposed to an open_clip pretrained tag such as 'openai')."""
     text = os.fspath(value)
-    return isinstance(value, os.PathLike) or Path(text).expanduser().exists() or "/" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    if isinstance(value, os.PathLike) or "/" in text or text.endswith(_CHECKPOINT_SUFFIXES):
+        return True
+    return Path(text).expanduser().exists()

@@ -8,8 +8,8 @@ published `kpyu/video-blip-*` checkpoints and plain BLIP-2 checkpoints load into
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,10 +18,10 @@ from transformers import (
     AddedToken,
     AutoImageProcessor,
     AutoTokenizer,
-    BlipImageProcessor,
     Blip2Config,
     Blip2ForConditionalGeneration,
     Blip2VisionModel,
+    BlipImageProcessor,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
@@ -56,12 +56,14 @@ class VideoBlipVisionModel(Blip2VisionModel):
             return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         b, c, t, h, w = pixel_values.shape
         frames = pixel_values.transpose(1, 2).reshape(b * t, c, h, w)
-        out = super().forward(frames, interpolate_pos_encoding=interpolate_pos_encoding, **{**kwargs, "return_dict": True})
+        kwargs["return_dict"] = True
+        out = super().forward(frames, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         s = out.last_hidden_state.shape[1]
+        hidden = out.hidden_states
         return BaseModelOutputWithPooling(
             last_hidden_state=out.last_hidden_state.reshape(b, t * s, -1),
             pooler_output=out.pooler_output.reshape(b, t, -1),
-            hidden_states=None if out.hidden_states is None else tuple(x.reshape(b, t * s, -1) for x in out.hidden_states),
+            hidden_states=None if hidden is None else tuple(x.reshape(b, t * s, -1) for x in hidden),
             attentions=None if out.attentions is None else tuple(a.reshape(b, t, *a.shape[1:]) for a in out.attentions),
         )
 
@@ -145,7 +147,9 @@ def _local_folder(model_id_or_path: str | os.PathLike) -> Path | None:
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"checkpoint folder {path} has no config.json; pass a folder written by save_pretrained")
+            raise FileNotFoundError(
+                f"checkpoint folder {path} has no config.json; pass a folder written by save_pretrained"
+            )
         return path
     looks_like_path = path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
     if looks_like_path:
@@ -235,7 +239,8 @@ class VideoCaptioner:
         """Model inputs for a batch: pixel_values (B, C, T, H, W), input_ids and attention_mask (B, L)."""
         num_frames = _check_clips(clips)
         frames = [frame for clip in clips for frame in clip]
-        pixels = self.image_processor(images=frames, input_data_format="channels_last", return_tensors="pt")["pixel_values"]
+        processed = self.image_processor(images=frames, input_data_format="channels_last", return_tensors="pt")
+        pixels = processed["pixel_values"]
         pixels = pixels.reshape(len(clips), num_frames, *pixels.shape[1:]).transpose(1, 2)
         input_ids = torch.tensor([self.prompt_ids(prompt)] * len(clips), device=self.device)
         return {
@@ -248,9 +253,10 @@ class VideoCaptioner:
         self,
         clips: Sequence[np.ndarray],
         prompt: str = DEFAULT_PROMPT,
-        generation: GenerationSettings = GenerationSettings(),
+        generation: GenerationSettings | None = None,
     ) -> list[str]:
-        """One caption per clip; all clips of a call must have the same number of frames."""
+        """One caption per clip (default settings: greedy); all clips of a call need the same frame count."""
+        generation = generation or GenerationSettings()
         if not clips:
             return []
         inputs = self.prepare_inputs(clips, prompt)

@@ -51,7 +51,8 @@ def vifi_style(state: dict, drop: tuple[str, ...] = ()) -> dict:
     text = {f"module.text_encoder.{k}": v for k, v in state.items()
             if not k.startswith("visual.") and k not in ("logit_scale", "token_embedding.weight") + drop}
     vision = {f"module.image_encoder.{k[len('visual.'):]}": v for k, v in state.items() if k.startswith("visual.")}
-    extras = {"module.logit_scale": state["logit_scale"], "module.prompt_learner.complete_text_embeddings": torch.zeros(3, 4)}
+    extras = {"module.logit_scale": state["logit_scale"],
+              "module.prompt_learner.complete_text_embeddings": torch.zeros(3, 4)}
     return {"model": {**text, **vision, **extras}, "epoch": 9, "max_accuracy": 0.5}
 
 
@@ -60,7 +61,8 @@ def test_vifi_checkpoint_overrides_text_tower_of_base(tiny_clip):
     base = {k: (torch.randn_like(v) if k != "token_embedding.weight" else v) for k, v in state.items()}
     torch.save(base, folder / "base.pt")
     torch.save(vifi_style(state), folder / "vifi.pth")
-    enc = load_text_encoder("open_clip", TINY, pretrained=folder / "base.pt", text_checkpoint=folder / "vifi.pth", device="cpu")
+    enc = load_text_encoder("open_clip", TINY, pretrained=folder / "base.pt", text_checkpoint=folder / "vifi.pth",
+                            device="cpu")
     np.testing.assert_allclose(enc.encode(TEXTS), expected, atol=1e-6)
 
 

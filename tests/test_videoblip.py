@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,21 @@ def test_bad_inputs_are_rejected(captioner, tmp_path):
         GenerationSettings(num_beams=0)
     assert "temperature" not in GenerationSettings().generate_kwargs()
     assert captioner.caption([]) == []
+
+
+def test_hub_id_resolves_from_cache_with_commit_revision(tmp_path, opt_checkpoint):
+    """Hub ids go through the same loader; the revision is the snapshot's commit (subprocess: the hub cache
+    location is read when huggingface_hub is imported)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--tiny-videoblip"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name in os.listdir(opt_checkpoint):
+        (repo / "snapshots" / commit / name).write_bytes((opt_checkpoint / name).read_bytes())
+    code = ("from fils_model.videoblip import VideoCaptioner as V; "
+            "print(V.from_pretrained('org/tiny-videoblip').revision)")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == commit
