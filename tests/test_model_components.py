@@ -188,3 +188,16 @@ def test_config_presets_and_validation() -> None:
         PretrainConfig(optim=OptimConfig(warmup_steps=5), trainer=TrainerConfig(total_steps=5, global_batch_size=2))
     with pytest.raises(ValidationError, match="Extra inputs"):
         TrainerConfig(total_steps=1, global_batch_size=1, lr=3)
+
+
+def test_activation_checkpointing_gives_same_gradients() -> None:
+    batch = SyntheticClips(CFG).batch(0, 2)
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = FILSModel(CFG.model_copy(update={"activation_checkpointing": flag}), LossConfig())
+        assert model.encoder.blocks.checkpointing is flag
+        model(batch)["loss"].backward()
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
