@@ -47,17 +47,27 @@ def _open(path: Path) -> av.container.InputContainer:
 
 def probe(path: Path) -> VideoInfo:
     with _open(path) as container:
-        return _info(container)
+        return _info(container, path.stat().st_size)
 
 
-def _info(container: av.container.InputContainer) -> VideoInfo:
+def _check_complete(stream: av.video.stream.VideoStream, file_size: int) -> None:
+    """A container whose packet index points past the end of the file was cut short (a frame count
+    that is merely wrong in the header, as in some AVIs, is not a reason to reject)."""
+    entries = stream.index_entries
+    end = max((e.pos + e.size for e in entries), default=0) if entries is not None else 0
+    if end > file_size:
+        raise VideoRejected(f"truncated: the container indexes {end} bytes but the file has {file_size}")
+
+
+def _info(container: av.container.InputContainer, file_size: int) -> VideoInfo:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoRejected(f"no video stream (streams: {', '.join(kinds)})")
     stream = container.streams.video[0]
     ctx = stream.codec_context
     if ctx is None or not ctx.name:
-        raise VideoRejected("video stream has no decodable codec")
+        raise VideoRejected("video stream uses a codec no installed decoder can read")
+    _check_complete(stream, file_size)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0:
         raise VideoRejected("video stream has no frame rate")
@@ -94,12 +104,11 @@ def iter_frames(path: Path, short_side: int | None, want: "callable[[float], boo
     """
     container = _open(path)
     try:
-        info = _info(container)
+        info = _info(container, path.stat().st_size)
     except Exception:
         container.close()
         raise
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
 
     def frames() -> Iterator[DecodedFrame]:
         decoded = 0
@@ -116,7 +125,8 @@ def iter_frames(path: Path, short_side: int | None, want: "callable[[float], boo
                 decoded += 1
                 image = None
                 if want is None or want(t):
-                    image = _rotate(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"), rotation)
+                    # PyAV may return a view of a pooled buffer that the next conversion reuses: copy it.
+                    image = _rotate(frame.to_ndarray(width=size[0], height=size[1], format="rgb24").copy(), rotation)
                 yield DecodedFrame(t, image)
         except av.error.FFmpegError as exc:
             raise VideoRejected(f"truncated or corrupt: decoding failed after {decoded} frames ({exc})") from None

@@ -1,0 +1,51 @@
+"""Shared fixtures. Prefect reads its settings at import time, so they are set here before anything
+imports it: a private PREFECT_HOME, no analytics, no inherited server."""
+import os
+import tempfile
+
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fils-prefect-home-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.config import FilsConfig, load_config  # noqa: E402
+from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples  # noqa: E402
+
+
+def make_config(workdir: Path, samples: Path, overrides: list[str] | None = None, **sections: Any) -> FilsConfig:
+    """A config over a `fils samples` folder, fast settings for tests; ``sections`` replace whole sections."""
+    tree: dict[str, Any] = {
+        "workdir": str(workdir),
+        "data": {"source": {"kind": "csv", "root": str(samples), "annotations": str(samples / SAMPLES_CSV)}},
+        "runtime": {"workers": 2, "progress": False},
+        "shard": {"short_side": 96, "window_s": 3.0},
+    }
+    tree.update(sections)
+    return load_config(tree=tree, overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def samples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo dataset: 2 generated clips for each of 5 motions, plus the 3 real clips."""
+    out = tmp_path_factory.mktemp("samples")
+    write_samples(out, SampleSettings(clips_per_class=2, frames=24))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sharded(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> FilsConfig:
+    """A workdir whose shard stage has run over ``samples_dir`` (read-only for tests: copy it to modify)."""
+    from pipeline.runner import run_pipeline
+    from stages import registry
+
+    cfg = make_config(tmp_path_factory.mktemp("work"), samples_dir)
+    run_pipeline(registry(), cfg, ["shard"])
+    return cfg

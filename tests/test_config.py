@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+MINIMAL = {"workdir": "/tmp/w", "data": {"source": {"kind": "folder", "root": "/tmp/videos"}}}
+
+
+def test_minimal_config_is_valid_and_fills_defaults():
+    cfg = load_config(tree=MINIMAL)
+    assert cfg.workdir == Path("/tmp/w")
+    assert cfg.shard.short_side == 320 and cfg.shard.reencode is True
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("workdir: w\ndata:\n  source:\n    kind: folder\n    root: v\nshard:\n  short_side: 256\n")
+    cfg = load_config(path, ["shard.short_side=128", "runtime.workers=0", "data.source.splits=[train]"])
+    assert cfg.shard.short_side == 128 and cfg.runtime.workers == 0 and cfg.data.source.splits == ["train"]
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("shard.short_side=-5", ["`shard.short_side`", "-5", "greater than or equal to 16"]),
+    ("shard.short_sid=5", ["`shard.short_sid`", "not a known setting"]),
+    ("runtime.workers=two", ["`runtime.workers`", "'two'", "integer"]),
+    ("data.source.kind=youtube", ["`data.source.kind`", "'youtube'", "folder"]),
+])
+def test_invalid_values_name_key_value_and_expectation(override, fragments):
+    with pytest.raises(ConfigError) as err:
+        load_config(tree=MINIMAL, overrides=[override])
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_missing_required_keys_and_annotations():
+    with pytest.raises(ConfigError, match="`workdir` is required"):
+        load_config(tree={"data": MINIMAL["data"]})
+    with pytest.raises(ConfigError, match="needs data.source.annotations"):
+        load_config(tree=MINIMAL, overrides=["data.source.kind=ek100"])
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(tree=MINIMAL, overrides=["shard.short_side"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(tree=MINIMAL, overrides=["workdir.x=1"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
+        load_config(path)
