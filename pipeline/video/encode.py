@@ -13,8 +13,12 @@ def rate_fraction(fps: float) -> Fraction:
 
 
 class H264Writer:
-    """Write frames to an MP4 at a constant rate. Single-threaded x264 with a fixed GOP and no scene-cut
-    key frames, so the same frames always give the same bytes (shards are byte-identical across reruns)."""
+    """Write frames to an MP4 at a constant rate, reproducibly: the same frames always give the same bytes,
+    so shards are byte-identical across reruns and worker counts.
+
+    Single-threaded x264, a fixed GOP without scene-cut key frames, no B-frames (cheaper random access
+    for the loaders) and no rate-control lookahead: with lookahead on, an encoder opened after another one
+    in the same process produced different bytes from run to run (it depends on recycled memory)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, gop: int, crf: int, preset: str):
         self.path = Path(path)
@@ -27,7 +31,7 @@ class H264Writer:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = 1 / rate
         stream.options = {"crf": str(crf), "preset": preset, "g": str(gop), "keyint_min": str(gop),
-                          "sc_threshold": "0", "threads": "1", "flags": "+bitexact"}
+                          "sc_threshold": "0", "threads": "1", "flags": "+bitexact", "x264-params": "rc-lookahead=0:bframes=0"}
         self._stream = stream
         self._time_base = 1 / rate
 

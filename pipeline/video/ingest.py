@@ -15,6 +15,7 @@ from pipeline.video.encode import H264Writer, rate_fraction
 from pipeline.video.probe import DecodedFrame, VideoInfo, iter_frames
 
 _LEAD_S = 1.0
+_EPS = 1e-6  # grid times are sums of floats: 1.1 + 0.1 > 1.2
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,17 @@ def encode_clips(src: Path, requests: list[ClipRequest], out_dir: Path, settings
     def emit(shown: np.ndarray, until: float) -> None:
         """Write ``shown`` to every open clip for the grid times before ``until``."""
         for clip in list(open_clips):
-            while clip.next_t(fps) < until and (clip.end is None or clip.next_t(fps) < clip.end - 1e-9):
+            while clip.next_t(fps) < until - _EPS and (clip.end is None or clip.next_t(fps) < clip.end - _EPS):
                 if clip.writer is None:
                     clip.writer = H264Writer(clip.path, shown.shape[1], shown.shape[0], fps, settings.gop,
                                              settings.crf, settings.preset)
                 clip.writer.write(shown)
                 clip.frames += 1
-            if clip.end is not None and clip.next_t(fps) >= clip.end - 1e-9:
+            if clip.end is not None and clip.next_t(fps) >= clip.end - _EPS:
                 open_clips.remove(clip)
                 close(clip)
                 req = next(r for r in requests if r.key == clip.request_key)
-                if req.window_s is not None and (req.end is None or clip.end < req.end - 1e-9):
+                if req.window_s is not None and (req.end is None or clip.end < req.end - _EPS):
                     open_clips.append(open_next(req, clip.end))
 
     previous: DecodedFrame | None = None
@@ -128,7 +129,7 @@ def encode_clips(src: Path, requests: list[ClipRequest], out_dir: Path, settings
     failures: dict[str, str] = {}
     usable: list[EncodedClip] = []
     for clip in done:
-        if clip.frames / fps + 1e-9 < min_clip_s:
+        if clip.frames / fps + _EPS < min_clip_s:
             clip.path.unlink(missing_ok=True)
             if not clip.key.startswith(f"{clip.request_key}_w"):
                 failures[clip.request_key] = f"clip shorter than min_clip_s ({clip.frames} frames at {fps:g} fps)"

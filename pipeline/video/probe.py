@@ -125,8 +125,7 @@ def iter_frames(path: Path, short_side: int | None, want: "callable[[float], boo
                 decoded += 1
                 image = None
                 if want is None or want(t):
-                    # PyAV may return a view of a pooled buffer that the next conversion reuses: copy it.
-                    image = _rotate(frame.to_ndarray(width=size[0], height=size[1], format="rgb24").copy(), rotation)
+                    image = _rotate(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"), rotation)
                 yield DecodedFrame(t, image)
         except av.error.FFmpegError as exc:
             raise VideoRejected(f"truncated or corrupt: decoding failed after {decoded} frames ({exc})") from None
