@@ -1,0 +1,28 @@
+# The two README commands: `make demo` and `make test`. Both create .venv and install on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean-state
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,dask]"
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	test -f .state/samples/samples.csv || $(VENV)/bin/fils samples .state/samples
+	$(VENV)/bin/fils run -c configs/demo.yaml
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	for b in benchmarks/bench_*.py; do $(PY) $$b; done
+
+clean-state:
+	rm -rf .state
