@@ -1,0 +1,39 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.samples import read_true_boxes
+
+REPO = Path(__file__).parents[1]
+
+
+def fils(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_samples_run_status_and_errors(tmp_path):
+    out = tmp_path / "samples"
+    made = fils("samples", str(out), "--clips-per-class", "1", "--frames", "12", "--pan", "1.5", "--no-real")
+    assert made.returncode == 0, made.stderr
+    lines = (out / "samples.csv").read_text().splitlines()
+    assert lines[0] == "path,label,text,split" and len(lines) == 6
+    truth = read_true_boxes(out / "synthetic" / "circle" / "circle_000.mp4")
+    assert len(truth["boxes"]) == 12 and truth["caption"].endswith("while the camera pans")
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"workdir: {tmp_path / 'w'}\ndata:\n  source:\n    kind: folder\n    root: {out / 'synthetic'}\n")
+    ran = fils("run", "-c", str(config), "--stages", "shard", "--set", "shard.short_side=64")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split()[:2] == ["shard", "ran"] and "clips=5" in ran.stdout
+    status = fils("status", "-c", str(config), "--json", "--set", "shard.short_side=64")
+    states = {s["stage"]: s for s in json.loads(status.stdout)}
+    assert states["shard"]["state"] == "done" and states["shard"]["row_counts"]["clips"] == 5
+    stale = fils("status", "-c", str(config))
+    assert stale.stdout.startswith("shard") and "stale" in stale.stdout.splitlines()[0]
+
+    bad = fils("run", "-c", str(config), "--set", "shard.crf=99")
+    assert bad.returncode == 2 and "`shard.crf`: got 99" in bad.stderr
+    unknown = fils("run", "-c", str(config), "--stages", "shard,flow")
+    assert unknown.returncode == 2 and "unknown stage(s) flow" in unknown.stderr
