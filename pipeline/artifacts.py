@@ -85,6 +85,26 @@ def _code_version() -> str:
         return "unknown"
 
 
+def unit_done(units_dir: Path, unit_id: str) -> bool:
+    return (units_dir / unit_id / UNIT_FILE).is_file()
+
+
+def new_unit_tmp(units_dir: Path, unit_id: str) -> Path:
+    tmp = units_dir / f".{unit_id}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def seal_unit(units_dir: Path, unit_id: str, tmp: Path, summary: dict[str, Any]) -> None:
+    """Seal a finished unit: its summary is written last, then the folder is renamed into place. Safe to call
+    from any worker process on the same file system."""
+    atomic_write_json(tmp / UNIT_FILE, summary)
+    final = units_dir / unit_id
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
 class StageRun:
     """One attempt at producing a stage's output for a given fingerprint."""
 
@@ -102,27 +122,8 @@ class StageRun:
         shutil.rmtree(self.output_dir, ignore_errors=True)
         self.output_dir.mkdir(parents=True)
 
-    def unit_dir(self, unit_id: str) -> Path:
-        return self.units_dir / unit_id
-
     def unit_done(self, unit_id: str) -> bool:
-        return (self.unit_dir(unit_id) / UNIT_FILE).is_file()
-
-    def unit_summary(self, unit_id: str) -> dict[str, Any]:
-        return json.loads((self.unit_dir(unit_id) / UNIT_FILE).read_text())
-
-    def new_unit_tmp(self, unit_id: str) -> Path:
-        tmp = self.units_dir / f".{unit_id}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        return tmp
-
-    def finish_unit(self, unit_id: str, tmp: Path, summary: dict[str, Any]) -> None:
-        """Seal a unit: its summary is written last, then the folder is renamed into place."""
-        atomic_write_json(tmp / UNIT_FILE, summary)
-        final = self.unit_dir(unit_id)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        return unit_done(self.units_dir, unit_id)
 
     def commit(self, *, stage_version: str, config: dict[str, Any], upstream: dict[str, str],
                inputs_digest: str | None, row_counts: dict[str, int], timings: dict[str, float],

@@ -33,18 +33,18 @@ def _init_worker() -> None:
         pass
 
 
-def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int, timeout_s: float,
-              on_result: Callable[[str, dict[str, Any]], None], desc: str) -> dict[str, str]:
+def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int, timeout_s: float | None,
+              desc: str) -> dict[str, str]:
     """Call ``fn(*args)`` for each ``(unit_id, args)``; return ``{unit_id: error}`` for units that failed.
 
-    ``workers == 0`` runs inline (no isolation, no time limit): meant for debugging.
+    ``workers == 0`` runs inline (no isolation, no time limit): meant for debugging. ``timeout_s=None``: no limit.
     """
     failures: dict[str, str] = {}
     with progress(len(jobs), desc) as bar:
         if workers == 0:
             for unit_id, args in jobs:
                 try:
-                    on_result(unit_id, fn(*args))
+                    fn(*args)
                 except Exception as exc:  # noqa: BLE001 - one bad unit never stops the run
                     failures[unit_id] = f"{type(exc).__name__}: {exc}"
                     log.warning("unit %s failed: %s", unit_id, failures[unit_id])
@@ -55,7 +55,7 @@ def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int,
             futures = {unit_id: pool.schedule(fn, args=args, timeout=timeout_s) for unit_id, args in jobs}
             for unit_id, future in futures.items():
                 try:
-                    on_result(unit_id, future.result())
+                    future.result()
                 except FutureTimeout:
                     failures[unit_id] = f"timed out after {timeout_s:.0f} s (worker killed)"
                 except ProcessExpired as exc:

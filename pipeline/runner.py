@@ -3,11 +3,14 @@ recompute what is stale or forced. Both the CLI and the Prefect flows call this 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
 
-from pipeline.artifacts import STAGE_NAMES, ArtifactStore, SuccessRecord, stage_fingerprint
+from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
+                                stage_fingerprint)
 from pipeline.config import FilsConfig
 from pipeline.parallel import run_units
 from pipeline.stage import StageContext, StageSpec, Unit
@@ -81,7 +84,29 @@ def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: Arti
     return list(statuses.values())
 
 
-def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
+@dataclass
+class PreparedStage:
+    """A stage about to run: its fingerprint, staging area, context and the units still to do."""
+
+    spec: StageSpec
+    cfg: FilsConfig
+    fingerprint: str
+    upstream: dict[str, str]
+    inputs_digest: str | None
+    run: StageRun
+    ctx: StageContext
+    units: list[Unit]
+    pending: list[Unit]
+    started: float
+
+    @property
+    def unit_timeout_s(self) -> float | None:
+        return self.spec.unit_timeout_s(self.cfg) if self.spec.unit_timeout_s else self.cfg.runtime.unit_timeout_s
+
+
+def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
+                  force: bool = False) -> PreparedStage | StageOutcome:
+    """Return the skip outcome when the stage is up to date, else everything needed to run it."""
     fingerprint, upstream, digest = current_fingerprint(spec, cfg, store)
     if fingerprint is None:
         missing = [u for u in spec.upstream if store.success(u) is None]
@@ -91,7 +116,6 @@ def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: boo
     if not force and existing is not None and existing.fingerprint == fingerprint:
         log.info("%s: up to date (fingerprint %s), skipped", spec.name, fingerprint[:12])
         return StageOutcome(spec.name, "skipped", existing)
-
     started = time.time()
     run = store.open_run(spec.name, fingerprint, fresh=force)
     ctx = StageContext(cfg=cfg, stage=spec.name, workdir=store.workdir,
@@ -100,25 +124,49 @@ def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: boo
     units = spec.plan(ctx)
     pending = [u for u in units if not run.unit_done(u.id)]
     log.info("%s: %d units, %d already done, %d to run", spec.name, len(units), len(units) - len(pending), len(pending))
-    tmp_dirs = {u.id: run.new_unit_tmp(u.id) for u in pending}
-    failures = run_units(
-        spec.process, [(u.id, (ctx, u, tmp_dirs[u.id])) for u in pending],
-        workers=cfg.runtime.workers, timeout_s=cfg.runtime.unit_timeout_s,
-        on_result=lambda unit_id, summary: run.finish_unit(unit_id, tmp_dirs[unit_id], summary),
-        desc=spec.name,
-    )
+    return PreparedStage(spec, cfg, fingerprint, upstream, digest, run, ctx, units, pending, started)
+
+
+def execute_unit(process: Callable[[StageContext, Unit, Path], dict[str, Any]], ctx: StageContext,
+                 unit: Unit) -> dict[str, Any]:
+    """Run one unit into a fresh folder and seal it; module-level so any worker (process, thread, Dask) can
+    run it. A unit that raises leaves nothing behind, so it is simply redone next time."""
+    tmp = new_unit_tmp(ctx.units_dir, unit.id)
+    try:
+        summary = process(ctx, unit, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seal_unit(ctx.units_dir, unit.id, tmp, summary)
+    return summary
+
+
+def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOutcome:
+    """Assemble the sealed units into the stage's outputs and commit them."""
+    spec, cfg = prepared.spec, prepared.cfg
     processed = time.time()
-    result = spec.finalize(ctx, units, failures)
-    record = run.commit(
-        stage_version=spec.version, config=spec.config_of(cfg), upstream=upstream, inputs_digest=digest,
-        row_counts=result.row_counts,
-        timings={"process_s": round(processed - started, 3), "finalize_s": round(time.time() - processed, 3),
-                 "total_s": round(time.time() - started, 3), "units": len(units), "units_run": len(pending)},
+    result = spec.finalize(prepared.ctx, prepared.units, failures)
+    record = prepared.run.commit(
+        stage_version=spec.version, config=spec.config_of(cfg), upstream=prepared.upstream,
+        inputs_digest=prepared.inputs_digest, row_counts=result.row_counts,
+        timings={"process_s": round(processed - prepared.started, 3), "finalize_s": round(time.time() - processed, 3),
+                 "total_s": round(time.time() - prepared.started, 3), "units": len(prepared.units),
+                 "units_run": len(prepared.pending)},
         extra={**result.extra, "unit_failures": failures},
     )
     log.info("%s: committed %s (%s)", spec.name, record.output_id,
              ", ".join(f"{k}={v}" for k, v in record.row_counts.items()))
     return StageOutcome(spec.name, "ran", record, failures)
+
+
+def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
+    """Run a stage with local worker processes (each unit under a time limit)."""
+    prepared = prepare_stage(spec, cfg, store, force)
+    if isinstance(prepared, StageOutcome):
+        return prepared
+    failures = run_units(execute_unit, [(u.id, (spec.process, prepared.ctx, u)) for u in prepared.pending],
+                         workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
+    return complete_stage(prepared, failures)
 
 
 def run_pipeline(specs: Mapping[str, StageSpec], cfg: FilsConfig, stages: list[str] | None = None,

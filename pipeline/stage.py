@@ -54,3 +54,5 @@ class StageSpec:
     process: Callable[[StageContext, Unit, Path], dict[str, Any]]  # module-level: runs in worker processes
     finalize: Callable[[StageContext, list[Unit], dict[str, str]], StageResult]  # (ctx, units, failures)
     inputs_digest: Callable[[FilsConfig], str] | None = None  # identity of raw inputs (first stage only)
+    # Time limit of one unit when it is not runtime.unit_timeout_s (None inside: no limit, e.g. a training run).
+    unit_timeout_s: Callable[[FilsConfig], float | None] | None = None

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.artifacts import SUCCESS_FILE, ArtifactStore, stage_fingerprint
+from pipeline.artifacts import SUCCESS_FILE, UNIT_FILE, ArtifactStore, new_unit_tmp, seal_unit, stage_fingerprint
 
 
 def _commit(store, stage, fingerprint, content=b"x", upstream=None):
@@ -28,13 +28,13 @@ def test_commit_swaps_output_in_with_success_last(tmp_path):
 def test_sealed_units_survive_and_unsealed_are_dropped(tmp_path):
     store = ArtifactStore(tmp_path)
     run = store.open_run("captions", "a" * 64)
-    tmp = run.new_unit_tmp("u1")
+    tmp = new_unit_tmp(run.units_dir, "u1")
     (tmp / "part").write_text("1")
-    run.finish_unit("u1", tmp, {"rows": 1})
-    half = run.new_unit_tmp("u2")  # a worker killed before sealing
+    seal_unit(run.units_dir, "u1", tmp, {"rows": 1})
+    half = new_unit_tmp(run.units_dir, "u2")  # a worker killed before sealing
     (half / "part").write_text("partial")
     resumed = store.open_run("captions", "a" * 64)
-    assert resumed.unit_done("u1") and resumed.unit_summary("u1") == {"rows": 1}
+    assert resumed.unit_done("u1") and json.loads((resumed.units_dir / "u1" / UNIT_FILE).read_text()) == {"rows": 1}
     assert not resumed.unit_done("u2") and not list(resumed.units_dir.glob(".*"))
     assert not (tmp_path / "captions").exists()  # nothing visible before commit
     other = store.open_run("captions", "b" * 64)  # a new fingerprint discards the old partial work
