@@ -5,7 +5,7 @@ from importlib import import_module
 
 from pipeline.stage import StageSpec
 
-_MODULES = {"shard": "stages.shard"}
+_MODULES = {"shard": "stages.shard", "captions": "stages.captions"}
 
 
 def registry() -> dict[str, StageSpec]:

@@ -4,6 +4,7 @@ from pathlib import Path
 from pydantic import Field
 
 from pipeline.config.base import Section
+from pipeline.config.captions import CaptionsConfig
 from pipeline.config.data import DataConfig
 from pipeline.config.runtime import RuntimeConfig
 from pipeline.config.shard import ShardConfig
@@ -14,3 +15,4 @@ class FilsConfig(Section):
     data: DataConfig
     runtime: RuntimeConfig = RuntimeConfig()
     shard: ShardConfig = ShardConfig()
+    captions: CaptionsConfig = CaptionsConfig()
