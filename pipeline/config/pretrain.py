@@ -1,0 +1,135 @@
+"""Settings of the `pretrain` stage: the model's `PretrainConfig` (model, loss, optim, trainer) plus the data
+pipeline, the epoch-based schedule and how the run is launched.
+
+`data`, `model`, `loss`, `optim`, `trainer` and the epoch settings define the result and enter the stage's
+fingerprint; `loader` and `launch` only say how it is computed and do not (the sample order does depend on
+ranks x loader workers, so keep them fixed while a run is resumed if it must be bit-exact).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
+from pipeline.config.base import Section
+
+
+class SamplingConfig(Section):
+    """Which frames of a clip form the input (method.md section 6)."""
+
+    mode: Literal["stride", "segment"] = Field(
+        default="stride", description="`stride`: model.num_frames frames `stride` apart from a random start "
+        "(SSv2 recipe); `segment`: the clip split into model.num_frames equal parts, one frame each (EK-100 recipe). "
+        "A clip shorter than the stride window is sampled by segments.",
+    )
+    stride: int = Field(default=4, ge=1, le=64, description="Frame step in `stride` mode.")
+    jitter: bool = Field(
+        default=True, description="Random frame inside each stride step / segment (False: the first / the centre)."
+    )
+
+
+class AugmentConfig(Section):
+    """RandomResizedCrop + horizontal flip, applied jointly to the frames and the action box."""
+
+    scale: tuple[float, float] = Field(default=(0.5, 1.0), description="Crop area as a fraction of the frame.")
+    ratio: tuple[float, float] = Field(default=(3 / 4, 4 / 3), description="Crop aspect ratio range (w/h).")
+    flip: bool = Field(default=True, description="Horizontal flip with probability 0.5.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AugmentConfig":
+        for name, (low, high) in (("scale", self.scale), ("ratio", self.ratio)):
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be 0 < low <= high, got {(low, high)}")
+        if self.scale[1] > 1:
+            raise ValueError(f"scale upper bound {self.scale[1]} exceeds 1 (the whole frame)")
+        return self
+
+
+class PretrainDataConfig(Section):
+    split: str = Field(default="train", description="Shard split to train on.")
+    sampling: SamplingConfig = SamplingConfig()
+    augment: AugmentConfig = AugmentConfig()
+    shuffle_buffer: int = Field(default=500, ge=1, description="Samples in each loader stream's shuffle buffer.")
+    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    missing_action_area: Literal["centre", "skip"] = Field(
+        default="centre", description="Clip without a usable action box (no row, status `failed`): use the centre "
+        "box covering the middle 50 % (SSv2 loader) or skip the clip.",
+    )
+    seed: int = Field(default=0, description="Seed of shard order, shuffling, frame sampling, crops and masks.")
+
+
+class LoaderConfig(Section):
+    """DataLoader settings (not part of the fingerprint)."""
+
+    workers: int = Field(default=4, ge=0, description="DataLoader worker processes per rank (0: decode inline).")
+    prefetch_factor: int = Field(default=2, ge=1, description="Batches prefetched per worker.")
+    decode_timeout_s: float = Field(
+        default=60.0, gt=0, description="Per-sample guard: a clip whose decoding takes longer is skipped as corrupt "
+        "(works when the decoder returns to Python; a decoder stuck in native code is caught by `stall_timeout_s`).",
+    )
+    stall_timeout_s: float = Field(
+        default=1800.0, gt=0, description="Fail the attempt when a loader worker delivers no batch for this long "
+        "(a hung decoder); rerunning resumes from the last checkpoint.",
+    )
+
+
+class LaunchConfig(Section):
+    """How the training process(es) are started (not part of the fingerprint)."""
+
+    nproc_per_node: int | Literal["auto"] = Field(
+        default="auto", description="Training processes: `auto` = one per visible GPU (1 on CPU). More than one, "
+        "or any GPU, launches `python -m torch.distributed.run`.",
+    )
+    threads: int = Field(default=0, ge=0, description="torch CPU threads per process (0: torch's default).")
+    max_steps_per_attempt: int | None = Field(
+        default=None, gt=0, description="Stop (with a checkpoint) after this many steps; the stage then fails and "
+        "the next run resumes. For time-limited jobs and tests.",
+    )
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Wall-clock limit of one attempt (the unit is killed; rerun resumes); "
+        "None: no limit (runtime.unit_timeout_s does not apply to training).",
+    )
+    torchrun_args: list[str] = Field(
+        default=[], description="Extra `torch.distributed.run` arguments (e.g. --nnodes, --rdzv-endpoint).",
+    )
+
+
+class TrainerSettings(TrainerConfig):
+    total_steps: int | None = Field(default=None, gt=0, description="Optimiser steps; or set pretrain.epochs.")
+
+
+class PretrainSection(Section):
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerSettings
+    epochs: float | None = Field(
+        default=None, gt=0, description="Training length in passes over the usable clips of the split "
+        "(steps = ceil(epochs x clips / global_batch_size)); replaces trainer.total_steps.",
+    )
+    warmup_epochs: float | None = Field(default=None, ge=0, description="Replaces optim.warmup_steps.")
+    data: PretrainDataConfig = PretrainDataConfig()
+    loader: LoaderConfig = LoaderConfig()
+    launch: LaunchConfig = LaunchConfig()
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "PretrainSection":
+        if (self.epochs is None) == (self.trainer.total_steps is None):
+            raise ValueError("set exactly one of pretrain.epochs and pretrain.trainer.total_steps")
+        if self.warmup_epochs is not None and self.optim.warmup_steps:
+            raise ValueError("set at most one of pretrain.warmup_epochs and pretrain.optim.warmup_steps")
+        if self.warmup_epochs is not None and self.epochs is None:
+            raise ValueError("pretrain.warmup_epochs needs pretrain.epochs (or give optim.warmup_steps)")
+        return self
+
+    def resolve(self, num_clips: int) -> PretrainConfig:
+        """The trainer's config, with epochs turned into steps for ``num_clips`` usable clips."""
+        batch = self.trainer.global_batch_size
+        steps_per_epoch = num_clips / batch
+        total = self.trainer.total_steps or math.ceil(self.epochs * steps_per_epoch)  # type: ignore[operator]
+        warmup = self.optim.warmup_steps if self.warmup_epochs is None else round(self.warmup_epochs * steps_per_epoch)
+        trainer = TrainerConfig(**(self.trainer.model_dump() | {"total_steps": max(1, total)}))
+        optim = self.optim.model_copy(update={"warmup_steps": warmup})
+        return PretrainConfig(model=self.model, loss=self.loss, optim=optim, trainer=trainer)

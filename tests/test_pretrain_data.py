@@ -1,0 +1,138 @@
+"""The pre-training loader: frame sampling, joint crop/flip of frames and box, corrupt samples, shard-count
+check, and exact resumption of the batch stream."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fils_model.config import ModelConfig
+from pipeline.action_area.token_mask import token_mask
+from pipeline.config.pretrain import AugmentConfig, LoaderConfig, PretrainDataConfig, SamplingConfig
+from pipeline.manifest import read_clips
+from pipeline.pretrain_data.loader import PretrainBatches, ShardCountError, check_shard_count
+from pipeline.pretrain_data.stream import Layout, StreamSettings
+from pipeline.pretrain_data.tables import load_tables
+from pipeline.pretrain_data.transforms import apply_crop_flip, crop_box, frame_indices, random_crop_flip
+from pipeline.shards import ShardSample, iter_shard, shard_paths
+
+TINY = ModelConfig(size="tiny", img_size=32, num_frames=4, patch_size=8, text_dim=16, mask_ratio=0.5)
+
+
+def write_side_tables(keys: list[str], embeddings_path: Path, boxes_path: Path, dim: int = 16) -> None:
+    """What the captions / optical_flow stages write: unit embeddings and one box per clip."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(keys), dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pq.write_table(pa.table({"key": keys, "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
+                             "encoder_id": ["test"] * len(keys), "dim": [dim] * len(keys)}), embeddings_path)
+    boxes = rng.uniform(0.1, 0.4, (len(keys), 2))
+    pq.write_table(pa.table({"key": keys, "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 0] + 0.5,
+                             "y2": boxes[:, 1] + 0.5, "status": ["ok"] * len(keys)}), boxes_path)
+
+
+def write_tar(path: Path, samples: list[ShardSample]) -> None:
+    import webdataset as wds
+
+    with wds.TarWriter(str(path), encoder=False) as writer:
+        for s in samples:
+            writer.write({"__key__": s.key, "mp4": s.mp4, "json": json.dumps(s.meta).encode()})
+
+
+@pytest.fixture(scope="module")
+def clips(sharded) -> list[ShardSample]:
+    return [s for p in shard_paths(sharded.workdir / "shard", "train") for s in iter_shard(p)]
+
+
+def settings_for(tmp_path: Path, shards: list[Path], keys: list[str], **data) -> StreamSettings:
+    write_side_tables(keys, tmp_path / "emb.parquet", tmp_path / "boxes.parquet")
+    return StreamSettings(tuple(map(str, shards)), PretrainDataConfig(**data), TINY, local_batch=4, segment_steps=3,
+                          decode_timeout_s=30, tables=load_tables(tmp_path / "boxes.parquet", tmp_path / "emb.parquet"))
+
+
+def test_frame_sampling_stride_and_segments():
+    rng = np.random.default_rng(0)
+    stride = SamplingConfig(mode="stride", stride=4)
+    for _ in range(20):
+        idx = frame_indices(100, 16, stride, rng)
+        assert len(idx) == 16 and 0 <= idx[0] and idx[-1] < 100
+        assert all(0 < b - a < 8 for a, b in zip(idx, idx[1:]))  # stride 4 with a per-frame offset in [0, 4)
+    fixed = frame_indices(100, 4, SamplingConfig(stride=4, jitter=False), rng)
+    assert np.diff(fixed).tolist() == [4, 4, 4]
+    short = frame_indices(20, 16, stride, rng)  # shorter than 16 x 4: segments over the whole clip
+    assert short == sorted(short) and short[-1] < 20 and short[-1] >= 15
+    assert frame_indices(32, 4, SamplingConfig(mode="segment", jitter=False), rng) == [4, 12, 20, 28]
+    segs = frame_indices(32, 4, SamplingConfig(mode="segment"), rng)
+    assert all(8 * i <= f < 8 * (i + 1) for i, f in enumerate(segs))
+
+
+def test_joint_crop_flip_keeps_the_box_on_its_pixels():
+    """A bright square drawn at the box lands exactly on the tokens of the box's mask, for random crops/flips."""
+    height, width, size, patch = 384, 480, 224, 16
+    x1, y1, x2, y2 = 150, 90, 330, 250
+    frames = np.zeros((2, height, width, 3), np.uint8)
+    frames[:, y1:y2, x1:x2] = 255
+    box = (x1 / width, y1 / height, x2 / width, y2 / height)
+    rng = np.random.default_rng(1)
+    flips = 0
+    for _ in range(60):
+        crop = random_crop_flip(width, height, AugmentConfig(), rng)
+        flips += crop.flip
+        out = apply_crop_flip(frames, crop, size)
+        lit = out[0, :, :, 0].reshape(size // patch, patch, size // patch, patch).max(axis=(1, 3)) > 0
+        mask = token_mask(crop_box(box, crop, width, height), size, patch, 2, 2).reshape(size // patch, -1)
+        assert np.array_equal(mask, lit), crop
+    assert 10 < flips < 50
+
+
+def test_shard_count_check_names_the_fix():
+    check_shard_count(4, 2, 2, "train")
+    with pytest.raises(ShardCountError) as err:
+        check_shard_count(1, 2, 2, "train")
+    assert "1 shard(s)" in str(err.value) and "shard.min_shards: 4" in str(err.value)
+    assert "pretrain.loader.workers" in str(err.value)
+
+
+def test_corrupt_sample_is_counted_and_skipped(tmp_path, clips):
+    good = clips[:5]
+    bad = ShardSample("zz_corrupt", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8, dict(good[0].meta))
+    write_tar(tmp_path / "train-000000.tar", [*good, bad])
+    settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in [*good, bad]],
+                            shuffle_buffer=1)
+    batches = PretrainBatches(settings, Layout(0, 1, 1), 0, 3, LoaderConfig(workers=1), tmp_path / "state")
+    out = list(batches)
+    assert len(out) == 3 and all(b["video"].shape == (4, 3, 4, 32, 32) for b in out)
+    assert all(torch.isfinite(b["video"]).all() for b in out)
+    assert batches.counts["corrupt"] == 2  # 12 good clips = 2 passes over the shard (plus 2 more)
+    assert json.loads((tmp_path / "state/counts.rank0.json").read_text())["corrupt"] == 2
+
+
+def _collect(settings: StreamSettings, spans: list[tuple[int, int]], state: Path, workers: int) -> list[dict]:
+    out = []
+    for start, end in spans:
+        out += list(PretrainBatches(settings, Layout(0, 1, workers), start, end, LoaderConfig(workers=workers), state))
+    return out
+
+
+def test_resumed_stream_equals_uninterrupted(tmp_path, clips, sharded):
+    """Stops at a segment boundary (3) and inside a segment (4) give the same batches, corrupt sample included."""
+    rows = read_clips(sharded.workdir / "shard").num_rows
+    assert rows == len(clips)
+    bad = ShardSample("m_corrupt", b"not a video", dict(clips[0].meta))
+    write_tar(tmp_path / "train-000000.tar", clips[:8])
+    write_tar(tmp_path / "train-000001.tar", [*clips[8:], bad])
+    shards = sorted(tmp_path.glob("*.tar"))
+    settings = settings_for(tmp_path, shards, [s.key for s in [*clips, bad]], shuffle_buffer=6)
+    whole = _collect(settings, [(0, 8)], tmp_path / "a", 2)
+    pieces = _collect(settings, [(0, 3), (3, 4), (4, 8)], tmp_path / "b", 2)
+    assert len(whole) == len(pieces) == 8
+    for a, b in zip(whole, pieces):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert not all(torch.equal(whole[0]["video"], b["video"]) for b in whole[1:])
