@@ -8,7 +8,7 @@ rename). The stage fingerprint covers caption and text-encoder settings; when on
 changes, every shard finds its captions in the cache and only the embeddings are recomputed.
 
 Models are loaded once per worker process. On a GPU every worker holds a full captioner: use
-``runtime.workers: 1`` per GPU (and raise ``runtime.unit_timeout_s`` for large shards on CPU).
+``runtime.workers: 1`` per GPU. A shard's time limit is ``captions.unit_timeout_s`` (raise it on CPU).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _encoder_settings(te: TextEncoderConfig) -> dict[str, Any]:
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    # batch_size and device stay out: they do not change what the captions mean.
+    # batch_size, device and unit_timeout_s stay out: they do not change what the captions mean.
     return {"captions": _caption_settings(cfg.captions), "text_encoder": _encoder_settings(cfg.captions.text_encoder)}
 
 
@@ -149,5 +149,9 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     )
 
 
+def _unit_timeout_s(cfg: FilsConfig) -> float:
+    return cfg.captions.unit_timeout_s
+
+
 SPEC = StageSpec(name="captions", version=VERSION, upstream=("shard",), config_of=_config_of, plan=_plan,
-                 process=process_shard, finalize=_finalize)
+                 process=process_shard, finalize=_finalize, unit_timeout_s=_unit_timeout_s)

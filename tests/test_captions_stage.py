@@ -268,6 +268,7 @@ def test_file_source_and_a_file_without_the_columns(tmp_path, samples_dir, two_s
     ({"text_encoder": {"backend": "hf", "pretrained": "openai"}}, "open_clip options"),
     ({"text_encoder": {"backend": "open_clip", "model": "ViT-B-16"}}, "needs captions.text_encoder.pretrained"),
     ({"num_frame": 4}, "captions.num_frame` is not a known setting"),
+    ({"unit_timeout_s": 0}, "captions.unit_timeout_s`: got 0; Input should be greater than 0"),
 ])
 def test_config_errors_name_the_setting(tmp_path, captions, message):
     tree = {"workdir": str(tmp_path), "data": {"source": {"kind": "folder", "root": str(tmp_path)}},

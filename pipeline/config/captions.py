@@ -94,6 +94,10 @@ class CaptionsConfig(Section):
         description="Frames are resized to this short side before the checkpoint's image processor.",
     )
     batch_size: int = Field(default=8, ge=1, description="Clips per generate call (does not change the captions).")
+    unit_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Time limit of one shard (replaces runtime.unit_timeout_s for this stage: "
+        "captioning a shard takes far longer than cutting it; raise it for VideoBLIP on CPU).",
+    )
     device: str = Field(default="auto", description="auto (cuda when available), cpu, cuda or cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bf16 (fp16 without bf16 support) on GPU, float32 on CPU."
