@@ -33,38 +33,51 @@ def _init_worker() -> None:
         pass
 
 
+def isolated_pool(workers: int) -> ProcessPool:
+    """Worker processes (spawned, one thread each) that can be killed when a unit runs out of time."""
+    return ProcessPool(max_workers=workers, initializer=_init_worker, context=multiprocessing.get_context("spawn"))
+
+
+def _describe(exc: BaseException, timeout_s: float | None) -> str:
+    if isinstance(exc, FutureTimeout):
+        return f"timed out after {timeout_s:.0f} s (worker killed)"
+    if isinstance(exc, ProcessExpired):
+        return f"worker process died (exit code {exc.exitcode})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int, timeout_s: float | None,
-              desc: str) -> dict[str, str]:
+              desc: str, pool: ProcessPool | None = None) -> dict[str, str]:
     """Call ``fn(*args)`` for each ``(unit_id, args)``; return ``{unit_id: error}`` for units that failed.
 
-    ``workers == 0`` runs inline (no isolation, no time limit): meant for debugging. ``timeout_s=None``: no limit.
+    Units run in ``pool`` (or a pool of ``workers`` processes made for the call); ``workers == 0`` runs them
+    inline (no isolation, no time limit): meant for debugging. ``timeout_s=None``: no limit.
     """
     failures: dict[str, str] = {}
     with progress(len(jobs), desc) as bar:
-        if workers == 0:
+        if workers == 0 and pool is None:
             for unit_id, args in jobs:
                 try:
                     fn(*args)
                 except Exception as exc:  # noqa: BLE001 - one bad unit never stops the run
-                    failures[unit_id] = f"{type(exc).__name__}: {exc}"
+                    failures[unit_id] = _describe(exc, timeout_s)
                     log.warning("unit %s failed: %s", unit_id, failures[unit_id])
                 bar.update(1)
             return failures
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPool(max_workers=workers, initializer=_init_worker, context=ctx) as pool:
+        own_pool = pool is None
+        pool = pool or isolated_pool(workers)
+        try:
             futures = {unit_id: pool.schedule(fn, args=args, timeout=timeout_s) for unit_id, args in jobs}
             for unit_id, future in futures.items():
                 try:
                     future.result()
-                except FutureTimeout:
-                    failures[unit_id] = f"timed out after {timeout_s:.0f} s (worker killed)"
-                except ProcessExpired as exc:
-                    failures[unit_id] = f"worker process died (exit code {exc.exitcode})"
                 except Exception as exc:  # noqa: BLE001
-                    failures[unit_id] = f"{type(exc).__name__}: {exc}"
-                    log.debug("unit %s traceback:\n%s", unit_id, getattr(exc, "traceback", traceback.format_exc()))
-                if unit_id in failures:
+                    failures[unit_id] = _describe(exc, timeout_s)
                     log.warning("unit %s failed: %s", unit_id, failures[unit_id])
+                    log.debug("traceback:\n%s", getattr(exc, "traceback", traceback.format_exc()))
                 bar.update(1)
+        finally:
+            if own_pool:
+                pool.close()
+                pool.join()
     return failures
-

@@ -45,7 +45,7 @@ class StageOutcome:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def _ordered(names: list[str] | tuple[str, ...]) -> list[str]:
+def ordered_stages(names: list[str] | tuple[str, ...]) -> list[str]:
     unknown = [n for n in names if n not in STAGE_NAMES]
     if unknown:
         raise StageError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGE_NAMES)}")
@@ -66,7 +66,7 @@ def current_fingerprint(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) 
 
 def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: ArtifactStore) -> list[StageStatus]:
     statuses: dict[str, StageStatus] = {}
-    for name in _ordered(list(specs)):
+    for name in ordered_stages(list(specs)):
         spec = specs[name]
         record = store.success(name)
         fingerprint, _, _ = current_fingerprint(spec, cfg, store)
@@ -173,7 +173,7 @@ def run_pipeline(specs: Mapping[str, StageSpec], cfg: FilsConfig, stages: list[s
                  force: set[str] | None = None) -> list[StageOutcome]:
     """Run ``stages`` (all registered ones by default) in DAG order."""
     force = set(force or ())
-    selected = _ordered(stages or list(specs))
+    selected = ordered_stages(stages or list(specs))
     not_registered = [s for s in selected if s not in specs]
     if not_registered:
         raise StageError(f"stage(s) {', '.join(not_registered)} are not implemented in this version")

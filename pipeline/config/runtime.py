@@ -1,5 +1,7 @@
 """How work is executed: worker processes and per-unit time limits. Never part of a fingerprint,
 so changing the worker count never invalidates cached artifacts."""
+from typing import Literal
+
 from pydantic import Field
 
 from pipeline.config.base import Section
@@ -11,3 +13,10 @@ class RuntimeConfig(Section):
         default=600.0, gt=0, description="A unit of work (one video, one shard) killed after this many seconds."
     )
     progress: bool = Field(default=True, description="Progress bar in a terminal, log lines otherwise.")
+    task_runner: Literal["thread", "process", "dask"] = Field(
+        default="thread",
+        description="Prefect task runner for per-unit fan-out: threads (each unit still in its own time-limited "
+        "process), a process pool, or Dask (prefect-dask) at `dask_address` or on a local cluster.",
+    )
+    dask_address: str | None = Field(default=None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+    unit_retries: int = Field(default=2, ge=0, le=10, description="Prefect retries of a failed unit.")

@@ -1,0 +1,46 @@
+"""What each stage shows in the Prefect UI: a summary table, a link to its ``_SUCCESS.json``, its images
+(contact sheets, plots) and its markdown report."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from pipeline.artifacts import SUCCESS_FILE
+from pipeline.runner import StageOutcome
+
+MAX_INLINE_IMAGE_BYTES = 2 * 2**20
+
+
+def _key(stage: str, what: str) -> str:
+    return f"fils-{stage.replace('_', '-')}-{what}"
+
+
+def _inline_image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"![{path.name}](data:image/png;base64,{data})"
+
+
+def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
+    record = outcome.record
+    stage_dir = workdir / outcome.stage
+    row = {"stage": outcome.stage, "action": outcome.action, "output_id": record.output_id,
+           "fingerprint": record.fingerprint[:16], **{f"rows_{k}": v for k, v in record.row_counts.items()},
+           **{f"time_{k}": v for k, v in record.timings.items()}, "unit_failures": len(outcome.failures)}
+    create_table_artifact(key=_key(outcome.stage, "summary"), table=[row],
+                          description=f"{outcome.stage}: {outcome.action}")
+    create_link_artifact(key=_key(outcome.stage, "success"), link=(stage_dir / SUCCESS_FILE).resolve().as_uri(),
+                         link_text=f"{outcome.stage}/_SUCCESS.json")
+    if outcome.failures:
+        create_table_artifact(key=_key(outcome.stage, "failures"),
+                              table=[{"unit": u, "reason": r} for u, r in sorted(outcome.failures.items())])
+    images = [stage_dir / p for p in record.extra.get("images", [])]
+    if images:
+        parts = [_inline_image(p) if p.stat().st_size <= MAX_INLINE_IMAGE_BYTES else f"`{p}` (too large to inline)"
+                 for p in images if p.is_file()]
+        create_markdown_artifact(key=_key(outcome.stage, "images"), markdown="\n\n".join(parts),
+                                 description=f"{outcome.stage} images")
+    report = record.extra.get("report")
+    if report and (stage_dir / report).is_file():
+        create_markdown_artifact(key=_key(outcome.stage, "report"), markdown=(stage_dir / report).read_text())

@@ -1,0 +1,141 @@
+"""The one Prefect flow, `fils`: runs the selected stages in DAG order through the artifact store.
+
+Every deployment (`fils/full-pipeline`, `fils/captions`, `fils/nightly-eval`, ...) is this flow with other
+default parameters. Each stage is a subflow; a stage's units (one per video or shard) are mapped over the
+configured task runner with retries; failures that persist reach the stage's own finalize step, which
+records them (bad samples) or fails the stage with the reason in the flow run's state message.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pebble import ProcessPool
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.logging.handlers import APILogHandler
+
+from flows.artifacts import publish_stage_artifacts
+from flows.runners import make_task_runner
+from pipeline.artifacts import ArtifactStore
+from pipeline.config import FilsConfig, load_config
+from pipeline.parallel import isolated_pool, run_units
+from pipeline.runner import (PreparedStage, StageError, StageOutcome, complete_stage, execute_unit, ordered_stages,
+                             prepare_stage)
+from pipeline.stage import Unit
+from stages import registry
+
+StageName = Literal["shard", "optical_flow", "captions", "pretrain", "finetune", "evaluate"]
+OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
+# Time-limited worker processes shared by the thread-runner tasks of a running stage (spawning a process
+# per unit would cost more than most units).
+_ISOLATION_POOLS: dict[str, ProcessPool] = {}
+
+
+def _forward_logs() -> None:
+    """Send our library loggers to the Prefect run (once per process)."""
+    for name in OUR_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            logger.addHandler(APILogHandler())
+
+
+@task(name="unit", task_run_name="{stage}:{unit.id}")
+def run_unit(stage: str, prepared_ctx: Any, unit: Unit, timeout_s: float | None) -> str:
+    """Run one unit; raise on failure so Prefect retries it. Under the thread runner it runs in the stage's
+    time-limited worker processes (native decoders can hang where a thread cannot stop them)."""
+    process = registry()[stage].process
+    failures = run_units(execute_unit, [(unit.id, (process, prepared_ctx, unit))], workers=0,
+                         timeout_s=timeout_s, desc=f"{stage}:{unit.id}", pool=_ISOLATION_POOLS.get(stage))
+    if failures:
+        raise RuntimeError(failures[unit.id])
+    return unit.id
+
+
+def _run_units(prepared: PreparedStage) -> dict[str, str]:
+    cfg, name = prepared.cfg, prepared.spec.name
+    unit_task = run_unit.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30])
+
+    @flow(name=f"{name}-units", task_runner=make_task_runner(cfg))
+    def fan_out() -> dict[str, str]:
+        progress = create_progress_artifact(progress=0.0, key=f"fils-{name.replace('_', '-')}-progress",
+                                            description=f"{name}: units done")
+        futures = unit_task.map(name, prepared.ctx, prepared.pending, prepared.unit_timeout_s)
+        failures: dict[str, str] = {}
+        for done, (unit, future) in enumerate(zip(prepared.pending, futures), start=1):
+            future.wait()
+            if future.state.is_failed():
+                failures[unit.id] = future.state.message or "failed"
+            update_progress_artifact(progress, 100.0 * done / len(futures))
+        return failures
+
+    if not prepared.pending:
+        return {}
+    if cfg.runtime.task_runner != "thread" or prepared.unit_timeout_s is None:
+        return fan_out()  # process/Dask workers are processes already; untimed units (training) stream logs
+    with isolated_pool(max(1, cfg.runtime.workers)) as pool:
+        _ISOLATION_POOLS[name] = pool
+        try:
+            return fan_out()
+        finally:
+            del _ISOLATION_POOLS[name]
+
+
+def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
+    spec = registry()[name]
+
+    @flow(name=f"stage-{name.replace('_', '-')}")
+    def stage_flow() -> StageOutcome:
+        logger = get_run_logger()
+        prepared = prepare_stage(spec, cfg, ArtifactStore(cfg.workdir), force)
+        if isinstance(prepared, StageOutcome):
+            logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])
+            outcome = prepared
+        else:
+            outcome = complete_stage(prepared, _run_units(prepared))
+            logger.info("%s ran: %s", name, outcome.record.row_counts)
+        publish_stage_artifacts(outcome, cfg.workdir)
+        return outcome
+
+    return stage_flow()
+
+
+def resolve_config(config_path: str | None, config: FilsConfig | None, overrides: list[str]) -> FilsConfig:
+    if config is not None:
+        return load_config(tree=config.model_dump(mode="json"), overrides=overrides)
+    if not config_path:
+        raise StageError("give either config_path (a YAML file) or config")
+    return load_config(Path(config_path), overrides)
+
+
+@flow(name="fils", log_prints=True)
+def fils(config_path: str | None = "configs/demo.yaml", stages: list[StageName] | None = None,
+         overrides: list[str] | None = None, force: bool = False, force_stages: list[StageName] | None = None,
+         config: FilsConfig | None = None, sweep: bool = False) -> dict[str, str]:
+    """Run FILS stages. ``stages`` defaults to every implemented stage; ``force`` recomputes all selected
+    stages, ``force_stages`` only those named; ``config`` (a full config tree) replaces ``config_path``;
+    ``sweep`` runs the nightly evaluation sweep over every checkpoint not yet evaluated."""
+    _forward_logs()
+    cfg = resolve_config(config_path, config, list(overrides or []))
+    specs = registry()
+    if sweep:
+        from stages.evaluate import run_sweep
+
+        result = run_sweep(cfg, None)
+        return {"sweep": str(result)}
+    selected = ordered_stages(list(stages) if stages else list(specs))
+    missing = [s for s in selected if s not in specs]
+    if missing:
+        raise StageError(f"stage(s) {', '.join(missing)} are not implemented in this version")
+    forced = set(selected) if force else set(force_stages or [])
+    actions: dict[str, str] = {}
+    for name in selected:
+        try:
+            actions[name] = run_stage_in_flow(name, cfg, name in forced).action
+        except Exception as exc:
+            raise StageError(f"stage {name} failed: {exc}") from exc
+    return actions
+
+

@@ -1,0 +1,22 @@
+"""The Prefect task runner that fans a stage's units out, chosen by ``runtime.task_runner``."""
+from __future__ import annotations
+
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from pipeline.config import FilsConfig
+
+
+def make_task_runner(cfg: FilsConfig) -> TaskRunner:
+    workers = max(1, cfg.runtime.workers)
+    if cfg.runtime.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if cfg.runtime.task_runner == "process":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:  # pragma: no cover - installed with the `dask` extra
+        raise RuntimeError("runtime.task_runner=dask needs prefect-dask: pip install 'fils[dask]'") from exc
+    if cfg.runtime.dask_address:
+        return DaskTaskRunner(address=cfg.runtime.dask_address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
