@@ -5,7 +5,8 @@ from importlib import import_module
 
 from pipeline.stage import StageSpec
 
-_MODULES = {"shard": "stages.shard", "captions": "stages.captions"}
+_MODULES = {"shard": "stages.shard", "captions": "stages.captions",
+            "pretrain": "stages.pretrain"}
 
 
 def registry() -> dict[str, StageSpec]:

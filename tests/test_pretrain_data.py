@@ -124,8 +124,8 @@ def test_resumed_stream_equals_uninterrupted(tmp_path, clips, sharded):
     rows = read_clips(sharded.workdir / "shard").num_rows
     assert rows == len(clips)
     bad = ShardSample("m_corrupt", b"not a video", dict(clips[0].meta))
-    write_tar(tmp_path / "train-000000.tar", clips[:8])
-    write_tar(tmp_path / "train-000001.tar", [*clips[8:], bad])
+    for i, part in enumerate([clips[:4], clips[4:8], clips[8:12], [*clips[12:], bad]]):
+        write_tar(tmp_path / f"train-{i:06d}.tar", part)  # 2 workers x 2 interleaved shards
     shards = sorted(tmp_path.glob("*.tar"))
     settings = settings_for(tmp_path, shards, [s.key for s in [*clips, bad]], shuffle_buffer=6)
     whole = _collect(settings, [(0, 8)], tmp_path / "a", 2)

@@ -51,7 +51,13 @@ class PretrainDataConfig(Section):
     split: str = Field(default="train", description="Shard split to train on.")
     sampling: SamplingConfig = SamplingConfig()
     augment: AugmentConfig = AugmentConfig()
-    shuffle_buffer: int = Field(default=500, ge=1, description="Samples in each loader stream's shuffle buffer.")
+    interleave_shards: int = Field(
+        default=4, ge=1, description="Shards each loader stream reads at once, drawing samples from them at random "
+        "(a shard holds neighbouring clips of the same videos, poor negatives for ActCLIP).",
+    )
+    shuffle_buffer: int = Field(
+        default=256, ge=1, description="Raw samples (encoded clips, in memory) in each loader stream's shuffle buffer."
+    )
     decode_backend: Literal["auto", "decord", "pyav"] = "auto"
     missing_action_area: Literal["centre", "skip"] = Field(
         default="centre", description="Clip without a usable action box (no row, status `failed`): use the centre "

@@ -6,6 +6,7 @@ from pydantic import Field
 from pipeline.config.base import Section
 from pipeline.config.captions import CaptionsConfig
 from pipeline.config.data import DataConfig
+from pipeline.config.pretrain import PretrainSection
 from pipeline.config.runtime import RuntimeConfig
 from pipeline.config.shard import ShardConfig
 
@@ -16,3 +17,4 @@ class FilsConfig(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     shard: ShardConfig = ShardConfig()
     captions: CaptionsConfig = CaptionsConfig()
+    pretrain: PretrainSection | None = Field(default=None, description="Needed by the pretrain stage.")

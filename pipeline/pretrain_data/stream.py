@@ -6,7 +6,8 @@ Determinism, so that a resumed run sees exactly the batches of an uninterrupted 
   starts at step ``s0`` gives physical worker ``p`` the steps ``s0 + p, s0 + p + W, ...``, which keeps the
   DataLoader's round-robin order equal to the step order.
 * Each (rank, logical worker) reads its own subset of shards (``shards[rank::ranks][worker::W]``, as
-  ``wds.split_by_node`` then ``wds.split_by_worker``), resampled forever in a seeded order.
+  ``wds.split_by_node`` then ``wds.split_by_worker``), resampled forever in a seeded order, several shards at
+  once (``interleave_shards``) and through a seeded shuffle buffer.
 * The stream restarts, freshly seeded, every ``segment_steps`` steps (the checkpoint interval), so a run resumed
   from a regular checkpoint needs no fast-forwarding; inside a segment it skips the raw samples already used.
 * Every random draw comes from a generator seeded by (seed, stream, segment, raw sample index), masks by
@@ -22,8 +23,9 @@ import random
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -138,6 +140,13 @@ class ShardCycle(IterableDataset):
         raise StreamError(f"shards {list(self.shards)} hold no readable sample ({self.counter['unreadable']} errors)")
 
 
+def interleave(readers: list[Iterable[dict[str, Any]]], rng: random.Random) -> Iterator[dict[str, Any]]:
+    """Samples drawn at random from several endless shard readers."""
+    iterators = [iter(r) for r in readers]
+    while True:
+        yield next(iterators[rng.randrange(len(iterators))])
+
+
 class ClipBatchStream(IterableDataset):
     """Batches for steps ``[start, end)`` of one rank; iterate it through a DataLoader with ``batch_size=None``.
 
@@ -168,11 +177,14 @@ class ClipBatchStream(IterableDataset):
         cfg, layout = self.settings.data, self.layout
         stream = worker * layout.world_size + layout.rank
         shards = layout.stream_shards(self.settings.shards, worker)
+        ways = max(1, min(cfg.interleave_shards, len(shards)))
+        readers = [wds.DataPipeline(ShardCycle(shards[i::ways], seed_of(cfg.seed, stream, segment, 10 + i), counter),
+                                    wds.tarfile_to_samples(handler=counter.tar_error)) for i in range(ways)]
         raw = wds.DataPipeline(
-            ShardCycle(shards, seed_of(cfg.seed, stream, segment, 0), counter),
-            wds.tarfile_to_samples(handler=counter.tar_error),
+            partial(interleave, readers, random.Random(seed_of(cfg.seed, stream, segment, 0))),
             counter.count_raw,
-            wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=random.Random(seed_of(cfg.seed, stream, segment, 1))),
+            wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
+                        rng=random.Random(seed_of(cfg.seed, stream, segment, 1))),
         )
         indexed = enumerate(itertools.islice(raw, skip, None), start=skip)
         prepared = ((i, self._prepare(sample, (cfg.seed, stream, segment, i), counter)) for i, sample in indexed)

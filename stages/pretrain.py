@@ -1,0 +1,303 @@
+"""The `pretrain` stage: FILS pre-training on the shards, with the action boxes of `optical_flow` and the
+caption embeddings of `captions`; exports the student encoder in HF VideoMAE layout.
+
+The whole training run is one unit. Its run directory (checkpoints, logs, loader positions) lives in the
+stage's staging area for the current fingerprint, which survives a killed attempt, so rerunning resumes from
+the last checkpoint. Training always runs in a child process: ``python -m stages.pretrain --job JOB.json``
+(one CPU process) or ``python -m torch.distributed.run ... -m stages.pretrain --job JOB.json`` (several
+processes or GPUs); its output is streamed to ``train.log`` and to the log.
+
+Outputs: ``encoder/`` (``model.safetensors`` + ``config.json``, loads into ``transformers.VideoMAEModel``),
+``checkpoint.pt`` (final training state), ``metrics.csv``, ``tensorboard/``, ``train.log``,
+``pretrain_config.json`` (the resolved trainer config, epochs turned into steps).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from fils_model.checkpoint import CheckpointManager
+from fils_model.config import PretrainConfig
+from fils_model.distributed import DistEnv
+from pipeline.artifacts import UNIT_FILE
+from pipeline.config import FilsConfig
+from pipeline.config.pretrain import LaunchConfig, LoaderConfig, PretrainDataConfig, PretrainSection
+from pipeline.manifest import read_clips
+from pipeline.pretrain_data.loader import SKIP_REASONS, PretrainBatches, check_shard_count, read_counts
+from pipeline.pretrain_data.stream import Layout, StreamSettings
+from pipeline.pretrain_data.tables import ACTION_AREAS_FILE, EMBEDDINGS_FILE, ClipTables, load_tables
+from pipeline.runner import StageError
+from pipeline.shards import shard_paths
+from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+
+log = logging.getLogger("fils.pretrain")
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT_ID = "train"
+JOB_FILE = "job.json"
+LOG_FILE = "train.log"
+
+
+class PretrainJob(BaseModel):
+    """Everything one training process needs, written as JSON by the stage for ``--job``."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: PretrainConfig
+    data: PretrainDataConfig
+    loader: LoaderConfig
+    shards: list[str]
+    action_areas: Path
+    embeddings: Path
+    run_dir: Path
+    num_clips: int  # usable clips of the split (what an epoch means)
+    max_steps_per_attempt: int | None = None
+    threads: int = 0
+
+
+def _section(cfg: FilsConfig) -> PretrainSection:
+    if cfg.pretrain is None:
+        raise StageError("the config has no `pretrain:` section; add one (see configs/pretrain_ek100_vitb.yaml "
+                         "or the tiny one in configs/demo.yaml)")
+    return cfg.pretrain
+
+
+def _config_of(cfg: FilsConfig) -> dict[str, Any]:
+    if cfg.pretrain is None:
+        return {"pretrain": None}
+    return {"pretrain": cfg.pretrain.model_dump(mode="json", exclude={"loader", "launch"})}
+
+
+def _timeout(cfg: FilsConfig) -> float | None:
+    return cfg.pretrain.launch.timeout_s if cfg.pretrain is not None else None
+
+
+def _plan(ctx: StageContext) -> list[Unit]:
+    _section(ctx.cfg)
+    return [Unit(UNIT_ID)]
+
+
+def run_dir_of(ctx: StageContext) -> Path:
+    """Stable across attempts of one fingerprint (the staging root), unlike the unit's out_dir."""
+    return ctx.units_dir.parent / "run"
+
+
+def nproc_of(launch: LaunchConfig) -> int:
+    import torch
+
+    if launch.nproc_per_node == "auto":
+        return max(1, torch.cuda.device_count())
+    return launch.nproc_per_node
+
+
+def usable_clips(ctx: StageContext, tables: ClipTables, data: PretrainDataConfig) -> dict[str, int]:
+    """Usable clips (caption embedding, and a box when boxes are required) per shard of the split."""
+    clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "shard", "split"]).to_pylist()
+    counts: dict[str, int] = {}
+    for row in clips:
+        if row["split"] != data.split:
+            continue
+        usable = tables.embedding(row["key"]) is not None
+        if data.missing_action_area == "skip":
+            usable = usable and tables.box(row["key"]) is not None
+        counts[row["shard"]] = counts.get(row["shard"], 0) + usable
+    return counts
+
+
+def _check_streams(shards: list[Path], per_shard: dict[str, int], world_size: int, workers: int, split: str) -> None:
+    check_shard_count(len(shards), world_size, workers, split)
+    names = tuple(p.name for p in shards)
+    for rank in range(world_size):
+        layout = Layout(rank, world_size, max(1, workers))
+        for worker in range(layout.workers):
+            mine = layout.stream_shards(names, worker)
+            if not sum(per_shard.get(n, 0) for n in mine):
+                raise StageError(f"pretrain: loader stream (rank {rank}, worker {worker}) reads shards {list(mine)}, "
+                                 "which hold no clip with a caption embedding (and action box, if required); "
+                                 "re-shard with more shards or fix the captions stage")
+
+
+def build_job(ctx: StageContext) -> PretrainJob:
+    """Resolve the run (epochs -> steps from the usable clips) and check it can be fed, before launching."""
+    section = _section(ctx.cfg)
+    data = section.data
+    shards = shard_paths(ctx.upstream_dir("shard"), data.split)
+    if not shards:
+        raise StageError(f"pretrain: no shards of split {data.split!r} in {ctx.upstream_dir('shard')}; "
+                         "set pretrain.data.split to a split the shard stage produced")
+    action_areas = ctx.upstream_dir("optical_flow") / ACTION_AREAS_FILE
+    embeddings = ctx.upstream_dir("captions") / EMBEDDINGS_FILE
+    tables = load_tables(action_areas, embeddings)
+    if tables.text_dim != section.model.text_dim:
+        raise StageError(f"pretrain: caption embeddings are {tables.text_dim}-d but pretrain.model.text_dim is "
+                         f"{section.model.text_dim}; set pretrain.model.text_dim: {tables.text_dim}")
+    per_shard = usable_clips(ctx, tables, data)
+    num_clips = sum(per_shard.values())
+    _check_streams(shards, per_shard, nproc_of(section.launch), section.loader.workers, data.split)
+    try:
+        train = section.resolve(num_clips)
+    except ValueError as exc:
+        raise StageError(f"pretrain: {num_clips} usable clips give an invalid schedule: {exc}") from None
+    return PretrainJob(train=train, data=data, loader=section.loader, shards=[str(p) for p in shards],
+                       action_areas=action_areas, embeddings=embeddings, run_dir=run_dir_of(ctx), num_clips=num_clips,
+                       max_steps_per_attempt=section.launch.max_steps_per_attempt, threads=section.launch.threads)
+
+
+def launch_command(job_path: Path, launch: LaunchConfig) -> list[str]:
+    import torch
+
+    entry = ["-m", "stages.pretrain", "--job", str(job_path)]
+    nproc = nproc_of(launch)
+    if nproc == 1 and not torch.cuda.is_available() and not launch.torchrun_args:
+        return [sys.executable, *entry]
+    rendezvous = [] if launch.torchrun_args else ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={nproc}",
+            *launch.torchrun_args, *entry]
+
+
+def _die_with_parent() -> None:
+    """Child side of Popen: get SIGTERM if the stage's worker dies (e.g. killed on a unit time-out)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_logged(cmd: list[str], log_path: Path, threads: int) -> None:
+    """Run ``cmd``, appending its output to ``log_path`` and the log; raise with the last lines on failure."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                        "PYTHONUNBUFFERED": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    tail: deque[str] = deque(maxlen=25)
+    with open(log_path, "a") as sink:
+        sink.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+        sink.flush()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                sink.write(line)
+                sink.flush()
+                tail.append(line)
+                log.info("%s", line.rstrip())
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if code != 0:
+        raise StageError(f"training exited with code {code} (full log: {log_path}); last lines:\n{''.join(tail)}")
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (same file system: no copy of multi-GB checkpoints), else copy."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        link(str(src), str(dst))
+
+
+def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
+    """Run (or resume) training to the end, then export; stops with an error after max_steps_per_attempt."""
+    section = _section(ctx.cfg)
+    job = build_job(ctx)
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    job_path = job.run_dir / JOB_FILE
+    job_path.write_text(job.model_dump_json(indent=2))
+    run_logged(launch_command(job_path, section.launch), job.run_dir / LOG_FILE, section.launch.threads)
+
+    total = job.train.trainer.total_steps
+    latest = CheckpointManager(job.run_dir / "checkpoints", 1, 1).latest()
+    step = int(latest.stem.removeprefix("step_")) if latest else 0
+    if step < total:
+        raise StageError(f"pretrain stopped at step {step} of {total} (pretrain.launch.max_steps_per_attempt="
+                         f"{section.launch.max_steps_per_attempt}); run the stage again to continue")
+    from fils_model.export import export_checkpoint  # imports transformers: only when there is something to export
+
+    export_checkpoint(latest, out_dir / "encoder")
+    _link_tree(latest, out_dir / "checkpoint.pt")
+    for name in ("metrics.csv", "tensorboard", LOG_FILE):
+        if (job.run_dir / name).exists():
+            _link_tree(job.run_dir / name, out_dir / name)
+    (out_dir / "pretrain_config.json").write_text(job.train.model_dump_json(indent=2))
+    return {"steps": total, "clips": job.num_clips, "sample_counts": read_counts(job.run_dir / "data")}
+
+
+def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
+    if failures:
+        raise StageError(f"pretrain: {failures[UNIT_ID]}")
+    unit_dir = ctx.unit_dir(UNIT_ID)
+    for item in unit_dir.iterdir():
+        if item.name != UNIT_FILE:
+            _link_tree(item, ctx.output_dir / item.name)
+    summary = json.loads((unit_dir / UNIT_FILE).read_text())
+    counts = summary["sample_counts"]
+    return StageResult(row_counts={"steps": summary["steps"], "clips": summary["clips"],
+                                   "skipped_samples": sum(counts.get(k, 0) for k in SKIP_REASONS)},
+                       extra={"sample_counts": counts})
+
+
+SPEC = StageSpec(name="pretrain", version="1", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
+                 plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_timeout)
+
+
+# -- the training process ------------------------------------------------------------------------------------
+def make_batches(job: PretrainJob, start: int, env: DistEnv) -> PretrainBatches:
+    """This rank's batches from ``start`` to the end of training or of this attempt."""
+    check_shard_count(len(job.shards), env.world_size, job.loader.workers, job.data.split)
+    trainer = job.train.trainer
+    settings = StreamSettings(
+        shards=tuple(job.shards), data=job.data, model=job.train.model,
+        local_batch=trainer.global_batch_size // env.world_size, segment_steps=trainer.checkpoint_every,
+        decode_timeout_s=job.loader.decode_timeout_s, tables=load_tables(job.action_areas, job.embeddings),
+    )
+    end = trainer.total_steps if job.max_steps_per_attempt is None else min(trainer.total_steps,
+                                                                           start + job.max_steps_per_attempt)
+    layout = Layout(env.rank, env.world_size, max(1, job.loader.workers))
+    return PretrainBatches(settings, layout, start, end, job.loader, job.run_dir / "data")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="FILS pre-training process (started by the pretrain stage, "
+                                     "directly or under torch.distributed.run)")
+    parser.add_argument("--job", type=Path, required=True, help=f"the {JOB_FILE} the stage wrote")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = PretrainJob.model_validate_json(args.job.read_text())
+    import torch
+
+    from fils_model.train_entry import run
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    metrics = run(job.train, job.run_dir, partial(make_batches, job))
+    if metrics:
+        log.info("last step: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+    main()

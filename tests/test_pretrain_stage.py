@@ -1,0 +1,138 @@
+"""The pretrain stage end to end on the `sharded` fixture: export loadable by transformers, resume after a
+stop with identical parameters, caching semantics, the shard-count check, recipes."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_config
+from pipeline.artifacts import ArtifactStore
+from pipeline.config import load_config
+from pipeline.manifest import read_clips
+from pipeline.runner import StageError, run_stage
+from stages import registry
+from stages.pretrain import SPEC
+from test_pretrain_data import write_side_tables
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "model": {"size": "tiny", "img_size": 32, "num_frames": 4, "patch_size": 8, "text_dim": 16, "mask_ratio": 0.5},
+    "trainer": {"global_batch_size": 4, "checkpoint_every": 2, "log_every": 1, "tensorboard": False},
+    "epochs": 1.5,  # 17 clips / batch 4 -> 7 steps
+    "warmup_epochs": 0.5,
+    "loader": {"workers": 1},
+    "launch": {"threads": 1},
+}
+
+
+def _commit(store: ArtifactStore, stage: str, write) -> None:
+    """A committed upstream output written directly (the stage itself is not needed for these tests)."""
+    run = store.open_run(stage, "0" * 64)
+    write(run.output_dir)
+    run.commit(stage_version="test", config={}, upstream={}, inputs_digest=None, row_counts={}, timings={})
+
+
+def make_workdir(sharded, dest: Path, **pretrain):
+    shutil.copytree(sharded.workdir, dest)
+    store = ArtifactStore(dest)
+    keys = read_clips(dest / "shard", ["key"]).column("key").to_pylist()
+    tables = dest / "tables"
+    tables.mkdir()
+    write_side_tables(keys, tables / "embeddings.parquet", tables / "action_areas.parquet")
+    _commit(store, "captions", lambda out: shutil.copy(tables / "embeddings.parquet", out))
+    _commit(store, "optical_flow", lambda out: shutil.copy(tables / "action_areas.parquet", out))
+    return config_for(sharded, dest, **pretrain), store
+
+
+def config_for(sharded, workdir: Path, overrides: list[str] | None = None, **pretrain):
+    return make_config(workdir, Path(sharded.data.source.root), overrides, runtime={"workers": 0, "progress": False},
+                       pretrain=TINY | pretrain)
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def trained(sharded, tmp_path_factory):
+    """One uninterrupted run (the reference for the resume test)."""
+    cfg, store = make_workdir(sharded, tmp_path_factory.mktemp("pretrain") / "work",
+                              trainer=TINY["trainer"] | {"tensorboard": True})
+    return cfg, store, run_stage(SPEC, cfg, store)
+
+
+def test_stage_exports_a_videomae_encoder(trained):
+    from transformers import VideoMAEModel
+
+    cfg, store, outcome = trained
+    out = cfg.workdir / "pretrain"
+    assert outcome.action == "ran" and "pretrain" in registry()
+    assert outcome.record.row_counts == {"steps": 7, "clips": 17, "skipped_samples": 0}
+    for name in ("encoder/model.safetensors", "encoder/config.json", "checkpoint.pt", "metrics.csv", "train.log",
+                 "pretrain_config.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    assert '"warmup_steps": 2' in (out / "pretrain_config.json").read_text()
+    assert "7,loss," in (out / "metrics.csv").read_text()
+    model = VideoMAEModel.from_pretrained(out / "encoder").eval()
+    video = torch.randn(1, 4, 3, 32, 32)  # HF layout (B, T, C, H, W)
+    assert model(pixel_values=video).last_hidden_state.shape == (1, 2 * 4 * 4, 64)
+
+
+def test_resume_after_a_stop_gives_the_same_parameters(trained, sharded, tmp_path):
+    ref_cfg, _, _ = trained
+    cfg, store = make_workdir(sharded, tmp_path / "work", launch={"threads": 1, "max_steps_per_attempt": 3})
+    with pytest.raises(StageError, match="stopped at step 3 of 7"):
+        run_stage(SPEC, cfg, store)
+    assert store.success("pretrain") is None
+    outcome = run_stage(SPEC, config_for(sharded, cfg.workdir), store)  # same fingerprint: launch is not in it
+    assert outcome.action == "ran"
+    log = (cfg.workdir / "pretrain/train.log").read_text()
+    assert log.count("=== ") == 2  # two attempts, one log
+    reference = _params(ref_cfg.workdir / "pretrain/checkpoint.pt")
+    resumed = _params(cfg.workdir / "pretrain/checkpoint.pt")
+    assert reference.keys() == resumed.keys()
+    for name, value in reference.items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_changing_pretrain_settings_reruns_only_pretrain(trained, sharded):
+    cfg, store, first = trained
+    upstream = {s: store.success(s).output_id for s in ("shard", "optical_flow", "captions")}
+    same = config_for(sharded, cfg.workdir, trainer=TINY["trainer"] | {"tensorboard": True},
+                      loader={"workers": 1, "prefetch_factor": 4}, launch={"threads": 2})
+    assert run_stage(SPEC, same, store).action == "skipped"  # loader / launch settings are not in the fingerprint
+    assert run_stage(registry()["shard"], same, store).action == "skipped"
+    changed = config_for(sharded, cfg.workdir, ["pretrain.optim.base_lr=3e-4"],
+                         trainer=TINY["trainer"] | {"tensorboard": True})
+    assert run_stage(registry()["shard"], changed, store).action == "skipped"
+    rerun = run_stage(SPEC, changed, store)
+    assert rerun.action == "ran" and rerun.record.output_id != first.record.output_id
+    assert {s: store.success(s).output_id for s in upstream} == upstream
+
+
+def test_too_few_shards_for_ranks_times_workers(sharded, tmp_path):
+    cfg, store = make_workdir(sharded, tmp_path / "work", loader={"workers": 2})
+    with pytest.raises(StageError, match=r"1 shard\(s\).*shard.min_shards: 2"):
+        run_stage(SPEC, cfg, store)
+    assert not list(tmp_path.glob("work/.staging/pretrain/*/run/checkpoints"))
+
+
+@pytest.mark.parametrize("recipe, clips, steps, warmup", [
+    ("pretrain_ek100_vitb.yaml", 67217, 224057, 5601),
+    ("pretrain_ssv2_vitb.yaml", 168913, 563044, 14076),
+])
+def test_paper_recipes_resolve_epochs_to_steps(recipe, clips, steps, warmup):
+    cfg = load_config(REPO / "configs" / recipe)
+    train = cfg.pretrain.resolve(clips)
+    assert (train.trainer.total_steps, train.optim.warmup_steps) == (steps, warmup)
+    assert train.trainer.global_batch_size == 240 and train.model.size == "base" and train.model.text_dim == 512
+    assert train.optim.base_lr == 1.5e-4 and train.optim.betas == (0.9, 0.95) and train.optim.weight_decay == 0.05
+
+
+def test_demo_config_has_a_tiny_pretrain_block():
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    assert cfg.pretrain is not None and cfg.pretrain.model.size == "tiny"
