@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
                                 stage_fingerprint)
-from pipeline.config import FilsConfig
+from pipeline.config import ConfigError, FilsConfig
 from pipeline.parallel import run_units
 from pipeline.stage import StageContext, StageSpec, Unit
 
@@ -69,7 +69,13 @@ def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: Arti
     for name in ordered_stages(list(specs)):
         spec = specs[name]
         record = store.success(name)
-        fingerprint, _, _ = current_fingerprint(spec, cfg, store)
+        try:
+            fingerprint, _, _ = current_fingerprint(spec, cfg, store)
+        except (ConfigError, StageError) as exc:  # e.g. a stage whose config section is absent
+            statuses[name] = StageStatus(name, "stale" if record else "missing", None,
+                                         record.fingerprint if record else None,
+                                         dict(record.row_counts) if record else {}, f"not configured: {exc}")
+            continue
         bad_upstream = [u for u in spec.upstream if u not in statuses or statuses[u].state != "done"]
         if record is None:
             state, reason = "missing", "never run" if not bad_upstream else f"needs {', '.join(bad_upstream)}"
