@@ -278,7 +278,7 @@ def make_batches(job: PretrainJob, start: int, env: DistEnv) -> PretrainBatches:
     end = trainer.total_steps if job.max_steps_per_attempt is None else min(trainer.total_steps,
                                                                            start + job.max_steps_per_attempt)
     layout = Layout(env.rank, env.world_size, max(1, job.loader.workers))
-    return PretrainBatches(settings, layout, start, end, job.loader, job.run_dir / "data")
+    return PretrainBatches(settings, layout, start, end, job.loader, job.run_dir / "data", trainer.log_every)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from conftest import make_config
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
-from pipeline.manifest import read_clips
+from pipeline.manifest import CLIPS_FILE, read_clips
 from pipeline.runner import StageError, run_stage
+from pipeline.shards import SHARDS_SUBDIR, iter_shard, shard_paths
 from stages import registry
 from stages.pretrain import SPEC
-from test_pretrain_data import write_side_tables
+from test_pretrain_data import write_side_tables, write_tar
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -35,8 +38,26 @@ def _commit(store: ArtifactStore, stage: str, write) -> None:
     run.commit(stage_version="test", config={}, upstream={}, inputs_digest=None, row_counts={}, timings={})
 
 
-def make_workdir(sharded, dest: Path, **pretrain):
+def reshard(shard_dir: Path, parts: int) -> None:
+    """Split the train shard into ``parts`` shards, keeping clips.parquet consistent."""
+    (old,) = shard_paths(shard_dir, "train")
+    samples = list(iter_shard(old))
+    old.unlink()
+    names = {}
+    for i in range(parts):
+        name = f"train-{i:06d}.tar"
+        write_tar(shard_dir / SHARDS_SUBDIR / name, samples[i::parts])
+        names |= {s.key: name for s in samples[i::parts]}
+    clips = read_clips(shard_dir)
+    shards = pa.array([names[k] for k in clips.column("key").to_pylist()])
+    pq.write_table(clips.set_column(clips.schema.get_field_index("shard"), clips.schema.field("shard"), shards),
+                   shard_dir / CLIPS_FILE)
+
+
+def make_workdir(sharded, dest: Path, shards: int = 1, **pretrain):
     shutil.copytree(sharded.workdir, dest)
+    if shards > 1:
+        reshard(dest / "shard", shards)
     store = ArtifactStore(dest)
     keys = read_clips(dest / "shard", ["key"]).column("key").to_pylist()
     tables = dest / "tables"
@@ -112,6 +133,16 @@ def test_changing_pretrain_settings_reruns_only_pretrain(trained, sharded):
     rerun = run_stage(SPEC, changed, store)
     assert rerun.action == "ran" and rerun.record.output_id != first.record.output_id
     assert {s: store.success(s).output_id for s in upstream} == upstream
+
+
+def test_two_ranks_under_torchrun(sharded, tmp_path):
+    """nproc_per_node > 1 launches `python -m torch.distributed.run` (gloo on CPU); each rank reads its shard."""
+    cfg, store = make_workdir(sharded, tmp_path / "work", shards=2, loader={"workers": 0},
+                              launch={"nproc_per_node": 2, "threads": 1})
+    outcome = run_stage(SPEC, cfg, store)
+    assert outcome.record.row_counts["steps"] == 7
+    assert "torch.distributed.run" in (cfg.workdir / "pretrain/train.log").read_text()
+    assert (cfg.workdir / "pretrain/encoder/model.safetensors").is_file()
 
 
 def test_too_few_shards_for_ranks_times_workers(sharded, tmp_path):

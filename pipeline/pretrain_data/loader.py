@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,9 +55,9 @@ class PretrainBatches:
     """Batches of this rank for steps ``[start, end)``, identical to those an uninterrupted run would see."""
 
     def __init__(self, settings: StreamSettings, layout: Layout, start: int, end: int, loader: LoaderConfig,
-                 state_dir: Path) -> None:
+                 state_dir: Path, log_every: int = 0) -> None:
         self.settings, self.layout, self.start, self.end = settings, layout, start, end
-        self.loader_cfg, self.state_dir = loader, Path(state_dir)
+        self.loader_cfg, self.state_dir, self.log_every = loader, Path(state_dir), log_every
         self.counts: Counter[str] = Counter()  # this attempt, summed over workers
 
     def _cursor_path(self, step: int) -> Path:
@@ -95,6 +96,7 @@ class PretrainBatches:
             generator=torch.Generator().manual_seed(self.settings.data.seed),  # keeps the global RNG untouched
         )
         batches = iter(loader)
+        started = time.monotonic()
         while True:
             try:
                 batch = next(batches)
@@ -108,10 +110,19 @@ class PretrainBatches:
             worker = batch.pop("worker")
             positions[worker] = (batch.pop("segment"), batch.pop("cursor"))
             worker_counts[worker] = batch.pop("counts")
-            batch.pop("step")
+            self._progress(batch.pop("step") + 1, started, worker_counts)
             yield batch
         self.counts = sum((Counter(c) for c in worker_counts.values()), Counter())
         self._save(positions)
+
+    def _progress(self, done: int, started: float, worker_counts: dict[int, dict[str, int]]) -> None:
+        """A log line every ``log_every`` steps on rank 0 (the trainer itself only writes metrics files)."""
+        if not self.log_every or self.layout.rank or done % self.log_every:
+            return
+        rate = (done - self.start) / max(time.monotonic() - started, 1e-9)
+        skipped = {k: sum(c.get(k, 0) for c in worker_counts.values()) for k in SKIP_REASONS}
+        log.info("step %d/%d of this attempt, %.2f steps/s, ETA %.0f s, skipped %s", done, self.end, rate,
+                 (self.end - done) / max(rate, 1e-9), {k: v for k, v in skipped.items() if v} or "none")
 
     def _save(self, positions: dict[int, tuple[int, int]]) -> None:
         """Where each logical worker stands at ``end``, and the running skip counts."""
