@@ -5,7 +5,7 @@ from importlib import import_module
 
 from pipeline.stage import StageSpec
 
-_MODULES = {"shard": "stages.shard", "captions": "stages.captions",
+_MODULES = {"shard": "stages.shard", "optical_flow": "stages.optical_flow", "captions": "stages.captions",
             "pretrain": "stages.pretrain"}
 
 

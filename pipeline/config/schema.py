@@ -6,6 +6,7 @@ from pydantic import Field
 from pipeline.config.base import Section
 from pipeline.config.captions import CaptionsConfig
 from pipeline.config.data import DataConfig
+from pipeline.config.optical_flow import OpticalFlowConfig
 from pipeline.config.pretrain import PretrainSection
 from pipeline.config.runtime import RuntimeConfig
 from pipeline.config.shard import ShardConfig
@@ -16,5 +17,6 @@ class FilsConfig(Section):
     data: DataConfig
     runtime: RuntimeConfig = RuntimeConfig()
     shard: ShardConfig = ShardConfig()
+    optical_flow: OpticalFlowConfig = OpticalFlowConfig()
     captions: CaptionsConfig = CaptionsConfig()
     pretrain: PretrainSection | None = Field(default=None, description="Needed by the pretrain stage.")

@@ -1,0 +1,56 @@
+"""Dense optical flow with OpenCV on small grayscale frames: TV-L1 (the reference), DIS, Farneback."""
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from pipeline.video.decode import resize_frames
+
+FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (prev, next) uint8 gray -> (H, W, 2) float32
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+BACKENDS = ("tvl1", "dis", "farneback")
+
+
+def make_flow(backend: str, dis_preset: str = "medium", dis_finest_scale: int | None = None) -> FlowFn:
+    """A flow function for ``backend``; the OpenCV object is created once and reused for every pair.
+
+    ``dis_finest_scale`` overrides the preset's finest pyramid level (0: full resolution; the presets stop at
+    level 1 or 2, which blurs motion boundaries on the small frames used here)."""
+    if backend == "tvl1":
+        if not hasattr(cv2, "optflow"):
+            raise RuntimeError("optical_flow.backend=tvl1 needs cv2.optflow: install opencv-contrib-python "
+                               "(not opencv-python), or choose backend dis")
+        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+    if backend == "dis":
+        if dis_preset not in DIS_PRESETS:
+            raise ValueError(f"dis_preset {dis_preset!r} is unknown; choose from {', '.join(DIS_PRESETS)}")
+        dis = cv2.DISOpticalFlow_create(DIS_PRESETS[dis_preset])
+        if dis_finest_scale is not None:
+            dis.setFinestScale(dis_finest_scale)
+        return lambda prev, nxt: dis.calc(prev, nxt, None)
+    if backend == "farneback":
+        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=3, winsize=15,
+                                                              iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+    raise ValueError(f"flow backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+
+
+def gray_frames(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    """(T, H, W, 3) RGB -> (T, h, w) uint8 gray with the short side at ``short_side`` (never upscaled)."""
+    gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
+    return resize_frames(gray, min(short_side, min(gray.shape[1:3])))
+
+
+def compute_flows(gray: np.ndarray, flow: FlowFn, bound: float) -> np.ndarray:
+    """Flow between consecutive frames, clipped to +-``bound`` px: (T-1, H, W, 2) float32."""
+    out = np.empty((max(0, len(gray) - 1), *gray.shape[1:3], 2), np.float32)
+    for i in range(len(out)):
+        np.clip(flow(gray[i], gray[i + 1]), -bound, bound, out=out[i])
+    return out
