@@ -112,6 +112,30 @@ def test_corrupt_sample_is_counted_and_skipped(tmp_path, clips):
     assert json.loads((tmp_path / "state/counts.rank0.json").read_text())["corrupt"] == 2
 
 
+def test_failed_captions_are_skipped_and_failed_boxes_take_the_centre(tmp_path, clips):
+    write_tar(tmp_path / "train-000000.tar", clips[:6])
+    settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in clips[:6]], shuffle_buffer=1)
+    emb, boxes = pq.read_table(tmp_path / "emb.parquet"), pq.read_table(tmp_path / "boxes.parquet")
+    vectors = emb.column("embedding").to_pylist()
+    vectors[0] = [0.0] * 16  # the captions stage's marker of a failed caption
+    pq.write_table(emb.set_column(1, "embedding", pa.array(vectors, pa.list_(pa.float32()))), tmp_path / "emb.parquet")
+    status = boxes.column("status").to_pylist()
+    status[1] = "failed"
+    pq.write_table(boxes.set_column(boxes.schema.get_field_index("status"), "status", pa.array(status)),
+                   tmp_path / "boxes.parquet")
+    tables = load_tables(tmp_path / "boxes.parquet", tmp_path / "emb.parquet")
+    assert tables.embedding(clips[0].key) is None and tables.box(clips[1].key) is None
+    centre = StreamSettings(**{**settings.__dict__, "tables": tables})
+    batches = PretrainBatches(centre, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "a")
+    assert len(list(batches)) == 1
+    assert batches.counts["no_caption"] == 1 and batches.counts["centre_box"] == 1
+    skipping = StreamSettings(**{**centre.__dict__, "data": PretrainDataConfig(shuffle_buffer=1,
+                                                                              missing_action_area="skip")})
+    batches = PretrainBatches(skipping, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "b")
+    list(batches)
+    assert batches.counts["no_caption"] == 1 and batches.counts["no_action_area"] == 1
+
+
 def _collect(settings: StreamSettings, spans: list[tuple[int, int]], state: Path, workers: int) -> list[dict]:
     out = []
     for start, end in spans:

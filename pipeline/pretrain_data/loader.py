@@ -92,7 +92,7 @@ class PretrainBatches:
             ClipBatchStream(self.settings, self.layout, self.start, self.end, cursors),
             batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
             prefetch_factor=self.loader_cfg.prefetch_factor if workers else None,
-            timeout=self.loader_cfg.stall_timeout_s if workers else 0,
+            timeout=self.loader_cfg.stall_timeout_s if workers else 0, pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.settings.data.seed),  # keeps the global RNG untouched
         )
         batches = iter(loader)
