@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import traceback
+from contextlib import contextmanager
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -21,16 +23,43 @@ log = logging.getLogger(__name__)
 UnitFn = Callable[..., dict[str, Any]]
 
 
-def _init_worker() -> None:
-    # One thread per worker: the parallelism is across workers.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    try:
-        import cv2
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - cv2 is a dependency
-        pass
+
+def _init_worker() -> None:
+    # One thread per worker: the parallelism is across workers (set before torch/cv2 are imported).
+    for var in _THREAD_VARS:
+        os.environ[var] = "1"
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run a unit with one compute thread, whatever process it lands in (pebble, Prefect process pool, Dask
+    worker, or inline): parallelism is across units, and float reductions then give the same bits in every
+    mode, so outputs do not depend on the runner. Thread settings are restored afterwards."""
+    import cv2
+
+    saved_env = {var: os.environ.get(var) for var in _THREAD_VARS}
+    saved_cv2 = cv2.getNumThreads()
+    torch = sys.modules.get("torch")
+    saved_torch = torch.get_num_threads() if torch is not None else None
+    for var in _THREAD_VARS:
+        os.environ[var] = "1"
+    cv2.setNumThreads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        cv2.setNumThreads(saved_cv2)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(saved_torch or os.cpu_count() or 1)
 
 
 def isolated_pool(workers: int) -> ProcessPool:

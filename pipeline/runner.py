@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, Mapping
 from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
                                 stage_fingerprint)
 from pipeline.config import ConfigError, FilsConfig
-from pipeline.parallel import run_units
+from pipeline.parallel import run_units, single_threaded
 from pipeline.stage import StageContext, StageSpec, Unit
 
 log = logging.getLogger("fils.runner")
@@ -139,7 +139,8 @@ def execute_unit(process: Callable[[StageContext, Unit, Path], dict[str, Any]], 
     run it. A unit that raises leaves nothing behind, so it is simply redone next time."""
     tmp = new_unit_tmp(ctx.units_dir, unit.id)
     try:
-        summary = process(ctx, unit, tmp)
+        with single_threaded():
+            summary = process(ctx, unit, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -49,3 +49,12 @@ def sharded(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Fils
     cfg = make_config(tmp_path_factory.mktemp("work"), samples_dir)
     run_pipeline(registry(), cfg, ["shard"])
     return cfg
+
+
+@pytest.fixture(scope="session")
+def prefect_backend():
+    """One temporary Prefect server (SQLite) for every in-process flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

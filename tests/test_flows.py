@@ -1,0 +1,75 @@
+"""The `fils` flow in-process on a temporary Prefect server: task runners, retries, failure reporting."""
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import stages.captions
+from conftest import make_config
+from flows.fils_flow import fils
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+
+def _outputs(workdir: Path) -> dict[str, str]:
+    digests = {}
+    for stage in ("shard", "captions"):
+        for path in sorted((workdir / stage).rglob("*")):
+            if path.is_file() and path.name != "_SUCCESS.json":
+                digests[str(path.relative_to(workdir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def _overrides(workdir: Path, samples: Path, *extra: str) -> list[str]:
+    return [f"workdir={workdir}", f"data.source.root={samples}", f"data.source.annotations={samples / 'samples.csv'}",
+            "shard.short_side=64", "captions.source=narration", *extra]
+
+
+@pytest.mark.parametrize("runner", ["thread", "process", "dask"])
+def test_task_runners_give_identical_outputs(tmp_path_factory, samples_dir, runner):
+    workdir = tmp_path_factory.getbasetemp() / f"runner-{runner}"
+    actions = fils(config_path="configs/demo.yaml", stages=["shard", "captions"],
+                   overrides=_overrides(workdir, samples_dir, f"runtime.task_runner={runner}"))
+    assert actions == {"shard": "ran", "captions": "ran"}
+    outputs = _outputs(workdir)
+    assert any(k.endswith(".tar") for k in outputs) and "captions/embeddings.parquet" in outputs
+    if runner != "thread":  # the thread case ran first (parametrize order) and is the reference
+        assert outputs == _outputs(tmp_path_factory.getbasetemp() / "runner-thread")
+
+
+_FAIL_MARKER = "fail-once-marker"
+
+
+def _fail_once(ctx, unit, out_dir):
+    """Fails the first attempt of the first shard (a transient error), then behaves."""
+    marker = Path(ctx.workdir) / _FAIL_MARKER
+    if unit.id.endswith("000000") and not marker.exists():
+        marker.write_text("failed once")
+        raise OSError("transient: storage hiccup")
+    return stages.captions.process_shard(ctx, unit, out_dir)
+
+
+def _always_fail(ctx, unit, out_dir):
+    raise OSError("disk on fire")
+
+
+def test_failed_unit_is_retried_and_persistent_failure_fails_the_flow(tmp_path, samples_dir, monkeypatch):
+    overrides = _overrides(tmp_path, samples_dir)
+    monkeypatch.setattr(stages.captions, "SPEC", replace(stages.captions.SPEC, process=_fail_once))
+    assert fils(config_path="configs/demo.yaml", stages=["shard", "captions"], overrides=overrides) == \
+        {"shard": "ran", "captions": "ran"}
+    assert (tmp_path / _FAIL_MARKER).exists() and (tmp_path / "captions" / "_SUCCESS.json").exists()
+
+    monkeypatch.setattr(stages.captions, "SPEC", replace(stages.captions.SPEC, process=_always_fail))
+    state = fils(config_path="configs/demo.yaml", stages=["shard", "captions"], overrides=overrides,
+                 force_stages=["captions"], return_state=True)
+    assert state.is_failed()
+    assert "stage captions failed" in state.message and "disk on fire" in state.message
+    monkeypatch.undo()
+    # the completed stage stays cached; the failed one keeps its previous committed output
+    assert fils(config_path="configs/demo.yaml", stages=["shard", "captions"], overrides=overrides,
+                force_stages=["captions"]) == {"shard": "skipped", "captions": "ran"}
+    assert len(pq.read_table(tmp_path / "captions" / "captions.parquet")) == \
+        len(pq.read_table(tmp_path / "shard" / "clips.parquet"))
