@@ -142,7 +142,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
                           ocfg.contact_sheet.clips_per_sheet)
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     return StageResult(row_counts={"clips": len(rows), **counts},
-                       extra={"contact_sheets": [str(p.relative_to(ctx.output_dir)) for p in sheets],
+                       extra={"images": [str(p.relative_to(ctx.output_dir)) for p in sheets],
                               "backend": ocfg.backend})
 
 

@@ -114,7 +114,7 @@ def test_dis_agrees_with_tvl1_on_real_footage(areas):
 def test_contact_sheets_are_listed(areas):
     workdir = areas["dis"][0]
     record = ArtifactStore(workdir).success("optical_flow")
-    sheets = record.extra["contact_sheets"]
+    sheets = record.extra["images"]
     assert sheets and all((workdir / "optical_flow" / s).is_file() for s in sheets)
     assert set(sheets) <= {o.path for o in record.outputs}
     assert record.row_counts["clips"] == len(areas["dis"][1])
@@ -157,7 +157,7 @@ def test_undecodable_and_missing_clips_get_failed_rows(tmp_path, flow_shards, fl
     assert rows[drop]["status"] == "failed" and "not found in shard" in rows[drop]["reason"]
     assert rows[corrupt]["x1"] is None and rows[corrupt]["frame_boxes"] == []
     assert all(r["status"] != "failed" for k, r in rows.items() if k not in (corrupt, drop))
-    assert outcomes[-1].record.extra["contact_sheets"] == []
+    assert outcomes[-1].record.extra["images"] == []
 
 
 def _noop_plan(ctx):
