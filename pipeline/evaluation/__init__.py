@@ -1,0 +1,1 @@
+"""Evaluation of fine-tuned classifiers: metrics, multi-view prediction, results table, report, plots, sweep."""

@@ -1,0 +1,88 @@
+"""PNG figures for the report: per-class accuracy, confusion matrix, pre-training loss curves, a metric over
+checkpoints. Matplotlib's Agg backend, so it runs on headless machines."""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _name(names: list[str], index: int) -> str:
+    return names[index] if index < len(names) and names[index] else str(index)
+
+
+def per_class_accuracy(values: np.ndarray, support: np.ndarray, names: list[str], title: str, path: Path,
+                       limit: int) -> Path:
+    """Bars of per-class recall (or AP) for the ``limit`` most frequent classes, sorted by value."""
+    present = np.flatnonzero(support > 0)
+    shown = present[np.argsort(-support[present], kind="stable")][:limit]
+    shown = shown[np.argsort(values[shown], kind="stable")]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(shown) + 1)))
+    ax.barh([_name(names, i) for i in shown], values[shown], color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (recall)" if "AP" not in title else "average precision")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, names: list[str], title: str, path: Path, limit: int) -> Path:
+    """Row-normalised confusion matrix of the ``limit`` most frequent true classes."""
+    support = matrix.sum(axis=1)
+    shown = np.argsort(-support, kind="stable")[:limit]
+    shown = np.sort(shown[support[shown] > 0])
+    sub = matrix[np.ix_(shown, shown)].astype(float)
+    sub /= np.maximum(sub.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6 + 0.1 * len(shown), 5 + 0.1 * len(shown)))
+    image = ax.imshow(sub, cmap="Blues", vmin=0, vmax=1)
+    labels = [_name(names, i) for i in shown]
+    ax.set_xticks(range(len(shown)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(shown)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def loss_curves(metrics_csv: Path, path: Path) -> Path | None:
+    """Every ``loss*`` series of a long-format ``step,name,value`` CSV; None when it holds none."""
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with open(metrics_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["name"].startswith("loss"):
+                series[row["name"]].append((int(row["step"]), float(row["value"])))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in sorted(series.items()):
+        steps, values = zip(*sorted(points))
+        ax.plot(steps, values, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("pre-training losses")
+    ax.legend()
+    return _save(fig, path)
+
+
+def metric_over_checkpoints(points: list[tuple[str, float]], metric: str, benchmark: str, path: Path) -> Path:
+    """One point per checkpoint, in the given order (oldest first)."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(points) + 2), 4))
+    ax.plot(range(len(points)), [v for _, v in points], marker="o")
+    ax.set_xticks(range(len(points)), [label for label, _ in points], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{benchmark}: {metric} per checkpoint")
+    return _save(fig, path)

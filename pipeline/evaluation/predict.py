@@ -1,0 +1,105 @@
+"""Multi-view prediction over shard samples: every clip's views go through the classifier, the per-view
+softmax (sigmoid for multi-label) is averaged. A clip that cannot be decoded is reported and left out."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fils_model.classifier import VideoClassifier
+from fils_model.config import ModelConfig
+from fils_model.finetune_config import HeadConfig
+from fils_model.finetune_loss import target_key
+from pipeline.config.evaluate import ViewsConfig
+from pipeline.config.pretrain import SamplingConfig
+from pipeline.evaluation.metrics import average_views
+from pipeline.evaluation.views import clip_views
+from pipeline.finetune_data import clip_targets
+from pipeline.shards import ShardSample
+from pipeline.video.decode import decode_frames
+
+log = logging.getLogger("fils.evaluate")
+
+
+@dataclass
+class Predictions:
+    keys: list[str] = field(default_factory=list)
+    scores: dict[str, list[np.ndarray]] = field(default_factory=dict)  # head -> per clip (K,) probabilities
+    targets: dict[str, list[np.ndarray]] = field(default_factory=dict)  # head -> per clip index or multi-hot
+    excluded: list[dict[str, str]] = field(default_factory=list)  # {key, reason}
+
+    def save(self, path: Path) -> None:
+        arrays = {f"scores/{h}": np.stack(v) for h, v in self.scores.items()}
+        arrays |= {f"targets/{h}": np.stack(v) for h, v in self.targets.items()}
+        np.savez(path, keys=np.array(self.keys, dtype=str), **arrays)
+
+    @staticmethod
+    def load_all(paths: Iterable[Path]) -> "Predictions":
+        merged = Predictions()
+        for path in paths:
+            with np.load(path) as data:
+                merged.keys += data["keys"].tolist()
+                for name in data.files:
+                    if "/" in name:
+                        kind, head = name.split("/", 1)
+                        getattr(merged, kind).setdefault(head, []).extend(data[name])
+        return merged
+
+    def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return ({h: np.stack(v) for h, v in self.scores.items()}, {h: np.stack(v) for h, v in self.targets.items()})
+
+
+def view_batches(samples: Iterable[ShardSample], model_cfg: ModelConfig, head: HeadConfig, views: ViewsConfig,
+                 sampling: SamplingConfig, batch_size: int, excluded: list[dict[str, str]],
+                 backend: str = "auto") -> Iterator[dict[str, Any]]:
+    """Batches of ``batch_size`` labelled clips: ``video`` ``(clips x views, 3, T, H, W)``, stacked
+    ``target_<head>`` and ``keys``. Undecodable clips are appended to ``excluded`` and skipped."""
+    pending: list[tuple[str, dict[str, torch.Tensor], torch.Tensor]] = []
+
+    def collate() -> dict[str, Any]:
+        batch = {"keys": [k for k, _, _ in pending], "video": torch.cat([v for _, _, v in pending])}
+        batch |= {name: torch.stack([t[name] for _, t, _ in pending]) for name in pending[0][1]}
+        pending.clear()
+        return batch
+
+    for sample in samples:
+        targets = clip_targets(sample.meta, head)
+        if targets is None:
+            continue  # unlabelled in this task (e.g. EK-100 test clips): not part of the evaluation
+        offset = int(sample.meta.get("frame_offset") or 0)
+        try:
+            video = clip_views(lambda idx: decode_frames(sample.mp4, [i + offset for i in idx], backend),  # noqa: B023
+                               int(sample.meta["num_frames"]), model_cfg.num_frames, model_cfg.img_size, sampling,
+                               views.temporal, views.spatial)
+        except Exception as exc:  # noqa: BLE001 - one bad clip is reported, not fatal
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("clip %s excluded: %s", sample.key, reason)
+            excluded.append({"key": sample.key, "reason": reason})
+            continue
+        pending.append((sample.key, targets, video))
+        if len(pending) == batch_size:
+            yield collate()
+    if pending:
+        yield collate()
+
+
+@torch.no_grad()
+def predict(model: VideoClassifier, samples: Iterable[ShardSample], views: ViewsConfig, sampling: SamplingConfig,
+            batch_size: int, device: torch.device, backend: str = "auto") -> Predictions:
+    """View-averaged probabilities of every labelled, decodable clip in ``samples``."""
+    model.eval().to(device)
+    multi = model.head_cfg.task == "multi_label"
+    out = Predictions()
+    for batch in view_batches(samples, model.cfg, model.head_cfg, views, sampling, batch_size, out.excluded, backend):
+        clips = len(batch["keys"])
+        out.keys += batch["keys"]
+        for name, values in model(batch["video"].to(device)).items():
+            per_clip = values.float().cpu().numpy().reshape(clips, -1, values.shape[-1])
+            out.scores.setdefault(name, []).extend(average_views(per_clip, multi))
+            out.targets.setdefault(name, []).extend(batch[target_key(name)].numpy())
+    return out

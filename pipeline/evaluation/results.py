@@ -1,0 +1,83 @@
+"""The results table: one row per (benchmark, checkpoint, protocol, views, metric) evaluation, appended across
+runs in a parquet file outside any stage folder. Appends hold an exclusive lock and replace the file atomically,
+so the evaluate stage and the nightly sweep can run side by side."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.fingerprint import sha256_file
+
+RESULT_SCHEMA = pa.schema([
+    pa.field("benchmark", pa.string(), nullable=False),
+    pa.field("checkpoint", pa.string(), nullable=False),  # fingerprint: sha256 of the weights file, 16 hex
+    pa.field("checkpoint_path", pa.string()),
+    pa.field("protocol", pa.string(), nullable=False),  # full (fine-tuned) or linear_probe
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64(), nullable=False),
+    pa.field("views", pa.string(), nullable=False),  # temporal x spatial, e.g. 5x3
+    pa.field("clips", pa.int64()),  # clips scored
+    pa.field("timestamp", pa.timestamp("s", tz="UTC"), nullable=False),
+], metadata={"fils.table": "results", "fils.schema_version": "1"})
+
+EvalKey = tuple[str, str, str, str]  # benchmark, checkpoint, protocol, views
+
+
+def weights_file(path: Path) -> Path:
+    """The file that identifies a checkpoint: ``model.safetensors`` of a folder, or the file itself."""
+    path = Path(path)
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    weights = weights_file(path)
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint weights {weights} not found; check the path")
+    return sha256_file(weights)[:16]
+
+
+def result_rows(benchmark: str, checkpoint: str, checkpoint_path: Path, protocol: str, views: str,
+                metrics: dict[str, float], clips: int) -> list[dict[str, Any]]:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    return [{"benchmark": benchmark, "checkpoint": checkpoint, "checkpoint_path": str(checkpoint_path),
+             "protocol": protocol, "metric": name, "value": float(value), "views": views, "clips": clips,
+             "timestamp": now} for name, value in metrics.items()]
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), path)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist() if Path(path).is_file() else []
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    path = Path(path)
+    with _locked(path):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        write_rows(read_results(path) + rows, tmp)
+        os.replace(tmp, path)
+
+
+def evaluated_keys(path: Path) -> set[EvalKey]:
+    return {(r["benchmark"], r["checkpoint"], r["protocol"], r["views"]) for r in read_results(path)}

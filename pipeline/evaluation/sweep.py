@@ -1,0 +1,127 @@
+"""The nightly sweep (``fils/nightly-eval``): evaluate every checkpoint that the results table lacks on the
+configured benchmark, append the metrics, and draw the headline metric over checkpoints.
+
+Encoder checkpoints (VideoMAE-layout folders/files, pretrain ``.pt``) are linear-probed with the finetune
+section's head and data (``evaluate.sweep.probe_*``); fine-tuned classifier folders are evaluated as they are.
+A checkpoint is identified by the hash of its weights, so a renamed file is not evaluated twice and a rewritten
+one is evaluated again. One broken checkpoint is reported in the result and does not stop the others.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fils_model.classifier import VideoClassifier, is_classifier_dir, load_classifier
+from pipeline.config import FilsConfig
+from pipeline.evaluation import plots
+from pipeline.evaluation.predict import predict
+from pipeline.evaluation.results import (
+    append_results, checkpoint_fingerprint, evaluated_keys, read_results, result_rows, weights_file,
+)
+from pipeline.evaluation.scoring import score
+from pipeline.finetune_data import action_map, labelled_count
+from pipeline.shards import iter_shard, shard_paths
+
+log = logging.getLogger("fils.sweep")
+
+HEADLINE = ("top1", "action_top1", "mAP")  # the first one a benchmark reports is plotted
+
+
+@dataclass
+class SweepResult:
+    evaluated: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # already in the results table
+    failed: dict[str, str] = field(default_factory=dict)  # checkpoint -> error
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    plot: Path | None = None
+
+
+def discover_checkpoints(cfg: FilsConfig) -> list[Path]:
+    """Existing checkpoints matched by ``evaluate.sweep.checkpoints``, oldest first."""
+    found: dict[Path, None] = {}
+    for pattern in cfg.evaluate.sweep.checkpoints:
+        full = pattern if Path(pattern).is_absolute() else str(cfg.workdir / pattern)
+        for match in glob.glob(full):
+            if weights_file(Path(match)).is_file():
+                found[Path(match)] = None
+    return sorted(found, key=lambda p: (weights_file(p).stat().st_mtime, str(p)))
+
+
+def _probe(cfg: FilsConfig, checkpoint: Path) -> VideoClassifier:
+    from stages.finetune import fit_linear_probe, section_of  # the stage owns the probe recipe
+
+    section = section_of(cfg)
+    sweep = cfg.evaluate.sweep
+    optim = section.optim if sweep.probe_lr is None else section.optim.model_copy(update={"base_lr": sweep.probe_lr})
+    probe = section.model_copy(update={
+        "mode": "linear_probe", "epochs": sweep.probe_epochs, "total_steps": None, "warmup_epochs": sweep.probe_epochs / 10,
+        "warmup_steps": 0, "model_ema": False, "optim": optim,
+        "mix": section.mix.model_copy(update={"mixup": 0.0, "cutmix": 0.0})})
+    clips = labelled_count(cfg.workdir / "shard", section.data.split, section.head)
+    return fit_linear_probe(cfg, checkpoint, probe.resolve(clips))
+
+
+def _evaluate(cfg: FilsConfig, model: VideoClassifier, meta: dict[str, Any]) -> tuple[dict[str, float], int]:
+    ev = cfg.evaluate
+    shards = shard_paths(cfg.workdir / "shard", ev.split)
+    if not shards:
+        raise FileNotFoundError(f"no shards of split {ev.split!r} under {cfg.workdir / 'shard'}; run the shard stage")
+    samples = (s for path in shards for s in iter_shard(path))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    preds = predict(model, samples, ev.views, ev.sampling, ev.batch_size, device, ev.decode_backend)
+    for bad in preds.excluded:
+        log.warning("sweep: evaluation clip %s excluded: %s", bad["key"], bad["reason"])
+    scores, targets = preds.arrays()
+    verbs, nouns = meta.get("action_verbs"), meta.get("action_nouns")
+    if model.head_cfg.task == "epic_action" and verbs is None:
+        verbs, nouns = action_map(cfg.workdir / "shard", model.head_cfg.num_classes)
+    return score(model.head_cfg, scores, targets, verbs, nouns).metrics, len(preds.keys)
+
+
+def _plot(cfg: FilsConfig, benchmark: str, table: Path) -> Path | None:
+    rows = [r for r in read_results(table) if r["benchmark"] == benchmark]
+    metric = next((m for m in HEADLINE if any(r["metric"] == m for r in rows)), None)
+    if metric is None:
+        return None
+    points = [(f"{r['checkpoint'][:8]} {r['protocol']}", r["value"])
+              for r in sorted(rows, key=lambda r: r["timestamp"]) if r["metric"] == metric]
+    return plots.metric_over_checkpoints(points, metric, benchmark, table.parent / f"{benchmark}_{metric}.png")
+
+
+def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepResult:
+    """Evaluate ``checkpoints`` (default: discovered by ``evaluate.sweep.checkpoints``) not yet in the table."""
+    from stages.evaluate import results_path
+    from stages.finetune import section_of
+
+    benchmark, views = section_of(cfg).benchmark, cfg.evaluate.views.label
+    table = results_path(cfg)
+    done = evaluated_keys(table)
+    result = SweepResult()
+    for checkpoint in checkpoints if checkpoints is not None else discover_checkpoints(cfg):
+        checkpoint = Path(checkpoint)
+        try:
+            fingerprint = checkpoint_fingerprint(checkpoint)
+            classifier = is_classifier_dir(checkpoint)
+            model, meta = load_classifier(checkpoint) if classifier else (None, {})
+            protocol = meta.get("mode", "full") if classifier else "linear_probe"
+            if (benchmark, fingerprint, protocol, views) in done:
+                result.skipped.append(checkpoint)
+                continue
+            log.info("sweep: evaluating %s (%s, %s)", checkpoint, fingerprint, protocol)
+            metrics, clips = _evaluate(cfg, model if model is not None else _probe(cfg, checkpoint), meta)
+        except Exception as exc:  # noqa: BLE001 - one broken checkpoint must not stop the nightly run
+            log.error("sweep: %s failed: %s", checkpoint, exc)
+            result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"
+            continue
+        rows = result_rows(benchmark, fingerprint, checkpoint, protocol, views, metrics, clips)
+        append_results(table, rows)
+        done.add((benchmark, fingerprint, protocol, views))
+        result.evaluated.append(checkpoint)
+        result.rows += rows
+    result.plot = _plot(cfg, benchmark, table)
+    return result

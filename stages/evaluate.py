@@ -1,0 +1,137 @@
+"""The `evaluate` stage: multi-view testing of the committed `finetune` classifier on an evaluation split.
+
+One unit per shard of the split (clips that cannot be decoded are reported and excluded). ``finalize`` scores the
+merged predictions and writes ``metrics.parquet``, ``excluded.parquet``, ``report.md`` and ``plots/*.png`` into
+``<workdir>/evaluate/``, and appends the metrics to the cross-run results table (``evaluate.results_table``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from fils_model.classifier import load_classifier
+from pipeline.config import FilsConfig
+from pipeline.evaluation import plots
+from pipeline.evaluation.predict import Predictions, predict
+from pipeline.evaluation.report import render_report
+from pipeline.evaluation.results import append_results, checkpoint_fingerprint, read_results, result_rows, write_rows
+from pipeline.evaluation.scoring import Scored, score
+from pipeline.manifest import read_clips
+from pipeline.runner import StageError
+from pipeline.shards import iter_shard, shard_paths
+from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from stages.finetune import CLASSIFIER_DIR
+
+PREDICTIONS = "predictions.npz"
+EXCLUDED_JSON = "excluded.json"
+METRICS_FILE = "metrics.parquet"
+EXCLUDED_FILE = "excluded.parquet"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+
+
+def results_path(cfg: FilsConfig) -> Path:
+    path = cfg.evaluate.results_table
+    return path if path.is_absolute() else cfg.workdir / path
+
+
+def _config_of(cfg: FilsConfig) -> dict[str, Any]:
+    return cfg.evaluate.model_dump(mode="json", exclude={"sweep", "results_table", "batch_size"})
+
+
+def _plan(ctx: StageContext) -> list[Unit]:
+    split = ctx.cfg.evaluate.split
+    shards = shard_paths(ctx.upstream_dir("shard"), split)
+    if not shards:
+        raise StageError(f"evaluate: no shards of split {split!r} in {ctx.upstream_dir('shard')}; set "
+                         "evaluate.split to a split the shard stage wrote (e.g. validation)")
+    return [Unit(path.stem, {"shard": str(path)}) for path in shards]
+
+
+def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
+    cfg = ctx.cfg.evaluate
+    model, _ = load_classifier(ctx.upstream_dir("finetune") / CLASSIFIER_DIR)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    preds = predict(model, iter_shard(Path(unit.payload["shard"])), cfg.views, cfg.sampling, cfg.batch_size,
+                    device, cfg.decode_backend)
+    if preds.keys:
+        preds.save(out_dir / PREDICTIONS)
+    (out_dir / EXCLUDED_JSON).write_text(json.dumps(preds.excluded))
+    return {"clips": len(preds.keys), "excluded": len(preds.excluded)}
+
+
+def class_names(shard_dir: Path) -> list[str]:
+    """Index -> name of the single-label / action classes, from clips.parquet."""
+    table = read_clips(shard_dir, ["label", "label_name"]).to_pydict()
+    names: dict[int, str] = {}
+    for label, name in zip(table["label"], table["label_name"]):
+        if label is not None and label >= 0 and name:
+            names[label] = name
+    return [names.get(i, "") for i in range(max(names, default=-1) + 1)]
+
+
+def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Path, limit: int,
+                  pretrain_csv: Path) -> list[Path]:
+    """Per-class and confusion figures of every head, plus pre-training losses when their CSV exists."""
+    figures = []
+    for head, values in scored.per_class.items():
+        head_names = names if head in ("label", "action") else []
+        support = scored.confusion[head].sum(axis=1) if head in scored.confusion else np.ones(len(values))
+        kind = "AP" if head not in scored.confusion else "accuracy"
+        figures.append(plots.per_class_accuracy(np.nan_to_num(values), support, head_names,
+                                                f"{benchmark}: per-class {kind} ({head})",
+                                                out_dir / f"per_class_{head}.png", limit))
+        if head in scored.confusion:
+            figures.append(plots.confusion(scored.confusion[head], head_names, f"{benchmark}: confusion ({head})",
+                                           out_dir / f"confusion_{head}.png", limit))
+    if pretrain_csv.is_file():
+        curve = plots.loss_curves(pretrain_csv, out_dir / "pretrain_losses.png")
+        if curve is not None:
+            figures.append(curve)
+    return figures
+
+
+def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
+    cfg, out = ctx.cfg, ctx.output_dir
+    excluded = [{"key": f"(shard {unit_id})", "reason": reason} for unit_id, reason in failures.items()]
+    for unit in units:
+        if unit.id not in failures:
+            excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
+    files = [ctx.unit_dir(u.id) / PREDICTIONS for u in units if (ctx.unit_dir(u.id) / PREDICTIONS).is_file()]
+    if not files:
+        raise StageError(f"evaluate: no clip of split {cfg.evaluate.split!r} could be scored "
+                         f"({len(excluded)} excluded; first: {excluded[:3]})")
+    preds = Predictions.load_all(files)
+    classifier = ctx.upstream_dir("finetune") / CLASSIFIER_DIR
+    model, meta = load_classifier(classifier)
+    scores, targets = preds.arrays()
+    scored = score(model.head_cfg, scores, targets, meta.get("action_verbs"), meta.get("action_nouns"))
+    benchmark, views = meta.get("benchmark", "unknown"), cfg.evaluate.views.label
+    rows = result_rows(benchmark, checkpoint_fingerprint(classifier), classifier, meta.get("mode", "full"), views,
+                       scored.metrics, len(preds.keys))
+    write_rows(rows, out / METRICS_FILE)
+    pq.write_table(pa.Table.from_pylist(excluded, schema=pa.schema([("key", pa.string()), ("reason", pa.string())])),
+                   out / EXCLUDED_FILE)
+    results = results_path(cfg)
+    append_results(results, rows)
+    names = class_names(ctx.upstream_dir("shard"))
+    figures = write_figures(scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
+                            ctx.workdir / "pretrain" / "metrics.csv")
+    history = [r for r in read_results(results) if r["benchmark"] == benchmark][-50:]
+    (out / REPORT_FILE).write_text(render_report(
+        benchmark=benchmark, checkpoint=rows[0]["checkpoint"], checkpoint_path=str(classifier),
+        protocol=rows[0]["protocol"], views=views, clips=len(preds.keys), scored=scored, excluded=excluded,
+        class_names=names, figures=[f.relative_to(out) for f in figures], history=history,
+        top_classes=cfg.evaluate.plot_classes))
+    return StageResult(row_counts={"clips": len(preds.keys), "excluded": len(excluded), "metrics": len(rows)},
+                       extra={"metrics": scored.metrics, "results_table": str(results)})
+
+
+SPEC = StageSpec(name="evaluate", version="1", upstream=("shard", "finetune"), config_of=_config_of, plan=_plan,
+                 process=process_shard, finalize=_finalize)

@@ -1,0 +1,149 @@
+"""Finetune stage on a tiny generated set: full fine-tuning learns, VideoMAE-layout init, linear probe, layer
+decay, resume, and errors that name the missing checkpoint."""
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_config
+from fils_model.classifier import VideoClassifier, load_classifier
+from fils_model.config import ModelConfig
+from fils_model.encoder import VideoEncoder
+from fils_model.export import export_videomae
+from fils_model.finetune_config import FinetuneRecipe, HeadConfig
+from fils_model.finetune_trainer import FinetuneTrainer
+from pipeline.config import FilsConfig
+from pipeline.runner import StageError, run_pipeline
+from pipeline.samples import SampleSettings, write_samples
+from stages import registry
+
+TINY = {"size": "tiny", "img_size": 32, "patch_size": 8, "num_frames": 8}
+CLASSES = 5
+
+
+def finetune_section(**overrides):
+    section = {"benchmark": "motion", "init": "random", "model": TINY, "head": {"num_classes": CLASSES},
+               "epochs": 30, "warmup_epochs": 1, "global_batch_size": 8, "model_ema": False,
+               "optim": {"base_lr": 0.15}, "mix": {"mixup": 0.8, "cutmix": 1.0, "prob": 0.5},
+               "data": {"augment": {"flip": False, "scale": [0.6, 1.0]}, "sampling": {"stride": 2}},
+               "loader": {"workers": 0}, "launch": {"nproc_per_node": 1}}
+    return section | overrides
+
+
+def with_sections(cfg: FilsConfig, workdir: Path, **sections) -> FilsConfig:
+    tree = cfg.model_dump(mode="json") | {"workdir": str(workdir)} | sections
+    return FilsConfig.model_validate(tree)
+
+
+def build_workdir(root: Path) -> FilsConfig:
+    """8 generated clips per motion (6 train, 2 validation), sharded at 40 px."""
+    samples = root / "samples"
+    write_samples(samples, SampleSettings(clips_per_class=8, frames=16, width=64, height=48, real=False))
+    cfg = make_config(root / "work", samples, shard={"short_side": 40, "window_s": 3.0},
+                      evaluate={"views": {"temporal": 2, "spatial": 1}, "sampling": {"stride": 2}})
+    run_pipeline(registry(), cfg, ["shard"])
+    return cfg
+
+
+def export_random_encoder(out: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**TINY)
+    return export_videomae(VideoEncoder(cfg), cfg, out)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> FilsConfig:
+    return build_workdir(tmp_path_factory.mktemp("finetune"))
+
+
+def test_full_finetune_raises_accuracy_above_chance(tiny_set, tmp_path):
+    """Random init, Mixup/CutMix on, no flip; scored by the evaluate stage on the clips it trained on (a ViT
+    from scratch does not generalise from 30 clips; held-out gains are the learning check's job)."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_set.workdir, work)
+    cfg = with_sections(tiny_set, work, finetune=finetune_section(),
+                        evaluate=tiny_set.evaluate.model_dump(mode="json") | {"split": "train"})
+    outcomes = run_pipeline(registry(), cfg, ["finetune", "evaluate"])
+    metrics = outcomes[1].record.extra["metrics"]
+    assert metrics["top1"] > 1 / CLASSES + 0.25, metrics
+    assert (work / "finetune" / "metrics.csv").is_file()
+    assert {p.name for p in (work / "evaluate" / "plots").iterdir()} == {"per_class_label.png", "confusion_label.png"}
+    assert "| top1 |" in (work / "evaluate" / "report.md").read_text()
+    assert (work / "results" / "results.parquet").is_file()
+
+
+def test_linear_probe_from_videomae_export_keeps_encoder_frozen(tiny_set, tmp_path):
+    encoder_dir = export_random_encoder(tmp_path / "videomae", seed=3)
+    work = tmp_path / "work"
+    shutil.copytree(tiny_set.workdir, work)
+    cfg = with_sections(tiny_set, work, finetune=finetune_section(init=str(encoder_dir), model=None,
+                                                                  mode="linear_probe", epochs=50))
+    run_pipeline(registry(), cfg, ["finetune"])
+    model, meta = load_classifier(work / "finetune" / "classifier")
+    reference = VideoEncoder(model.cfg)
+    from fils_model.export import load_videomae_encoder
+
+    load_videomae_encoder(reference, encoder_dir)
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], value)
+    assert meta["mode"] == "linear_probe" and meta["encoder_fingerprint"] != "random"
+    assert load_file(str(work / "finetune" / "classifier" / "model.safetensors"))["heads.label.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("init, expected", [("/nonexistent/videomae-base", "/nonexistent/videomae-base"),
+                                            ("upstream", "pretrain")])
+def test_missing_encoder_checkpoint_is_a_clear_error(tiny_set, tmp_path, init, expected):
+    cfg = with_sections(tiny_set, tmp_path / "work", finetune=finetune_section(init=init, model=None))
+    shutil.copytree(tiny_set.workdir / "shard", tmp_path / "work" / "shard")
+    with pytest.raises(StageError, match=expected) as info:
+        run_pipeline(registry(), cfg, ["finetune"])
+    assert "random" in str(info.value)
+
+
+def _recipe(**overrides) -> FinetuneRecipe:
+    return FinetuneRecipe.model_validate({"head": {"num_classes": 3}, "total_steps": 4, "warmup_steps": 1,
+                                          "global_batch_size": 4, "checkpoint_every": 2, "model_ema": True,
+                                          "ema_decay": 0.9} | overrides)
+
+
+def _batches(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        yield {"video": torch.randn(4, 3, 8, 32, 32, generator=gen), "target_label": torch.randint(3, (4,), generator=gen)}
+
+
+def test_layer_decay_scales_and_exact_resume(tmp_path):
+    recipe = _recipe()
+    torch.manual_seed(0)
+    model = VideoClassifier(ModelConfig(**TINY), recipe.head)
+    trainer = FinetuneTrainer(recipe, model, tmp_path / "a")
+    scales = {id(p): g["lr_scale"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    depth = model.cfg.depth
+    assert scales[id(model.encoder.patch_embed.proj.weight)] == pytest.approx(0.75 ** (depth + 1))
+    assert scales[id(model.encoder.blocks[0].mlp.fc1.weight)] == pytest.approx(0.75 ** depth)
+    assert scales[id(model.heads["label"].weight)] == pytest.approx(1.0)
+    trainer.fit(_batches())
+
+    torch.manual_seed(0)
+    half = FinetuneTrainer(recipe, VideoClassifier(ModelConfig(**TINY), recipe.head), tmp_path / "b")
+    with pytest.raises(RuntimeError, match="ended at step 2"):  # an attempt killed after the step-2 checkpoint
+        half.fit(itertools.islice(_batches(), 2))
+    resumed = FinetuneTrainer(recipe, VideoClassifier(ModelConfig(**TINY), recipe.head), tmp_path / "b")
+    assert resumed.step == 2
+    stream = _batches()
+    for _ in range(2):
+        next(stream)
+    resumed.fit(stream)
+    for name, value in trainer.final_model.state_dict().items():
+        torch.testing.assert_close(resumed.final_model.state_dict()[name], value, atol=1e-4, rtol=1e-3)
+
+
+def test_epic_heads_and_bad_config_messages():
+    assert HeadConfig(task="epic_verb_noun", num_verbs=97, num_nouns=300).outputs() == {"verb": 97, "noun": 300}
+    with pytest.raises(ValueError, match="num_verbs"):
+        HeadConfig(task="epic_action", num_classes=3806)
+    with pytest.raises(ValueError, match="label smoothing"):
+        _recipe(head={"task": "multi_label", "num_classes": 157})
