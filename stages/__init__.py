@@ -6,7 +6,7 @@ from importlib import import_module
 from pipeline.stage import StageSpec
 
 _MODULES = {"shard": "stages.shard", "optical_flow": "stages.optical_flow", "captions": "stages.captions",
-            "pretrain": "stages.pretrain"}
+            "pretrain": "stages.pretrain", "finetune": "stages.finetune", "evaluate": "stages.evaluate"}
 
 
 def registry() -> dict[str, StageSpec]:

@@ -6,6 +6,8 @@ from pydantic import Field
 from pipeline.config.base import Section
 from pipeline.config.captions import CaptionsConfig
 from pipeline.config.data import DataConfig
+from pipeline.config.evaluate import EvaluateSection
+from pipeline.config.finetune import FinetuneSection
 from pipeline.config.optical_flow import OpticalFlowConfig
 from pipeline.config.pretrain import PretrainSection
 from pipeline.config.runtime import RuntimeConfig
@@ -20,3 +22,5 @@ class FilsConfig(Section):
     optical_flow: OpticalFlowConfig = OpticalFlowConfig()
     captions: CaptionsConfig = CaptionsConfig()
     pretrain: PretrainSection | None = Field(default=None, description="Needed by the pretrain stage.")
+    finetune: FinetuneSection | None = Field(default=None, description="Needed by the finetune stage.")
+    evaluate: EvaluateSection = EvaluateSection()
