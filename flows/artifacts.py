@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -44,3 +45,13 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
     report = record.extra.get("report")
     if report and (stage_dir / report).is_file():
         create_markdown_artifact(key=_key(outcome.stage, "report"), markdown=(stage_dir / report).read_text())
+
+
+def publish_sweep_artifacts(result: Any) -> None:
+    """The nightly sweep's rows (one per checkpoint and metric) and its metric-over-checkpoints plot."""
+    rows = [{k: v for k, v in row.items() if isinstance(v, (str, int, float))} for row in result.rows]
+    create_table_artifact(key="fils-nightly-eval", table=rows or [{"evaluated": 0}],
+                          description=f"{len(result.evaluated)} evaluated, {len(result.skipped)} already in the "
+                                      f"results table, {len(result.failed)} failed")
+    if result.plot is not None and Path(result.plot).is_file():
+        create_markdown_artifact(key="fils-nightly-eval-plot", markdown=_inline_image(Path(result.plot)))

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging.handlers import APILogHandler
 
-from flows.artifacts import publish_stage_artifacts
+from flows.artifacts import publish_stage_artifacts, publish_sweep_artifacts
 from flows.runners import make_task_runner
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import FilsConfig, load_config
@@ -121,10 +121,14 @@ def fils(config_path: str | None = "configs/demo.yaml", stages: list[StageName] 
     cfg = resolve_config(config_path, config, list(overrides or []))
     specs = registry()
     if sweep:
-        from stages.evaluate import run_sweep
+        from stages.evaluate_sweep import run_sweep
 
         result = run_sweep(cfg, None)
-        return {"sweep": str(result)}
+        publish_sweep_artifacts(result)
+        if result.failed:
+            get_run_logger().warning("sweep: %d checkpoint(s) failed: %s", len(result.failed), result.failed)
+        return {"evaluated": str(len(result.evaluated)), "skipped": str(len(result.skipped)),
+                "failed": str(len(result.failed))}
     selected = ordered_stages(list(stages) if stages else list(specs))
     missing = [s for s in selected if s not in specs]
     if missing:

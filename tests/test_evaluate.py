@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config.pretrain import SamplingConfig
 from pipeline.evaluation.results import read_results
-from pipeline.evaluation.sweep import run_sweep
+from stages.evaluate_sweep import run_sweep
 from pipeline.evaluation.views import spatial_crops, temporal_indices
 from pipeline.runner import run_pipeline
 from pipeline.shards import ShardItem, iter_shard, shard_paths, write_shard

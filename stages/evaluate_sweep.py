@@ -26,6 +26,8 @@ from pipeline.evaluation.results import (
 from pipeline.evaluation.scoring import score
 from pipeline.finetune_data import action_map, labelled_count
 from pipeline.shards import iter_shard, shard_paths
+from stages.evaluate import results_path
+from stages.finetune import fit_linear_probe, section_of  # the stage owns the probe recipe
 
 log = logging.getLogger("fils.sweep")
 
@@ -53,7 +55,6 @@ def discover_checkpoints(cfg: FilsConfig) -> list[Path]:
 
 
 def _probe(cfg: FilsConfig, checkpoint: Path) -> VideoClassifier:
-    from stages.finetune import fit_linear_probe, section_of  # the stage owns the probe recipe
 
     section = section_of(cfg)
     sweep = cfg.evaluate.sweep
@@ -95,9 +96,6 @@ def _plot(cfg: FilsConfig, benchmark: str, table: Path) -> Path | None:
 
 def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepResult:
     """Evaluate ``checkpoints`` (default: discovered by ``evaluate.sweep.checkpoints``) not yet in the table."""
-    from stages.evaluate import results_path
-    from stages.finetune import section_of
-
     benchmark, views = section_of(cfg).benchmark, cfg.evaluate.views.label
     table = results_path(cfg)
     done = evaluated_keys(table)
