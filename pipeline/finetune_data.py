@@ -27,6 +27,7 @@ from fils_model.finetune_config import HeadConfig
 from fils_model.finetune_loss import target_key
 from pipeline.config.finetune import FinetuneDataConfig
 from pipeline.manifest import read_clips
+from pipeline.parallel import loader_context
 from pipeline.pretrain_data.stream import seed_of
 from pipeline.pretrain_data.transforms import apply_crop_flip, frame_indices, normalise, random_crop_flip
 from pipeline.video.decode import decode_frames
@@ -143,7 +144,8 @@ class LabelledClipStream(IterableDataset):
 
 def train_batches(settings: TrainStreamSettings, local_batch: int, workers: int) -> DataLoader:
     """Endless batches of ``local_batch`` clips for one rank."""
-    return DataLoader(LabelledClipStream(settings), batch_size=local_batch, num_workers=workers, drop_last=True)
+    return DataLoader(LabelledClipStream(settings), batch_size=local_batch, num_workers=workers, drop_last=True,
+                      multiprocessing_context=loader_context(workers))
 
 
 def labelled_count(shard_dir: Path, split: str, head: HeadConfig) -> int:

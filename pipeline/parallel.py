@@ -110,3 +110,9 @@ def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int,
                 pool.close()
                 pool.join()
     return failures
+
+
+def loader_context(workers: int) -> str | None:
+    """Start DataLoader workers from a fork server: forking a process whose OpenMP pool is already running
+    (torch after any parallel op) can deadlock the child in its first OpenMP call."""
+    return "forkserver" if workers > 0 else None

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.config.pretrain import LoaderConfig
+from pipeline.parallel import loader_context
 from pipeline.pretrain_data.stream import ClipBatchStream, Layout, StreamSettings
 
 log = logging.getLogger("fils.pretrain.data")
@@ -91,6 +92,7 @@ class PretrainBatches:
         loader = DataLoader(
             ClipBatchStream(self.settings, self.layout, self.start, self.end, cursors),
             batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
+            multiprocessing_context=loader_context(workers),
             prefetch_factor=self.loader_cfg.prefetch_factor if workers else None,
             timeout=self.loader_cfg.stall_timeout_s if workers else 0, pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.settings.data.seed),  # keeps the global RNG untouched
