@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	test -f .state/samples/samples.csv || $(VENV)/bin/fils samples .state/samples
-	$(VENV)/bin/fils run -c configs/demo.yaml
+	$(PY) -m flows.demo
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
