@@ -52,6 +52,8 @@ class CheckSettings:
     img_size: int = 32
     num_frames: int = 8
     mask_ratio: float = 0.75
+    validation_every: int = 4  # every n-th generated clip of a class is a validation clip (2 = half of them)
+    threads: int = 1  # torch intra-op threads; >1 on a shared 2-core box makes step times swing 5-20x
     seed: int = 0
 
 
@@ -134,13 +136,23 @@ def probe_accuracy(encoder: torch.nn.Module | None, clips: ClipSet, model: Model
 
 
 def run(s: CheckSettings, seeds: list[int] | None = None) -> dict:
-    """Probe top-1 of every method for each seed (the data set is generated once)."""
+    """Probe top-1 of every method for each seed (the data set is generated once); torch threads restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        return _run(s, seeds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(s: CheckSettings, seeds: list[int] | None) -> dict:
     model = ModelConfig(size="tiny", img_size=s.img_size, patch_size=8, num_frames=s.num_frames, text_dim=384,
                         mask_ratio=s.mask_ratio)
     with tempfile.TemporaryDirectory(prefix="fils-learning-check-") as tmp:
         root = Path(tmp)
         write_samples(root / "samples", SampleSettings(clips_per_class=s.clips_per_class, frames=16, width=64,
-                                                       height=48, real=False, seed=s.seed))
+                                                       height=48, real=False, seed=s.seed,
+                                                       validation_every=s.validation_every))
         clips = load_clips(root / "samples", model)
         table: dict[str, dict] = {}
         for seed in seeds or [s.seed]:
@@ -148,9 +160,12 @@ def run(s: CheckSettings, seeds: list[int] | None = None) -> dict:
             for method, weights in METHODS.items():
                 started = time.perf_counter()
                 encoder = None if weights is None else pretrain(clips, model, weights, run_s, root / f"{method}-{seed}")
-                entry = table.setdefault(method, {"probe_top1": [], "seconds": []})
+                seconds = time.perf_counter() - started
+                entry = table.setdefault(method, {"probe_top1": [], "seconds": [], "step_s": []})
                 entry["probe_top1"].append(probe_accuracy(encoder, clips, model, run_s))
-                entry["seconds"].append(round(time.perf_counter() - started, 1))
+                entry["seconds"].append(round(seconds, 1))
+                if weights is not None:  # pre-training seconds per optimiser step
+                    entry["step_s"].append(round(seconds / s.steps, 4))
     classes = int(clips.label.max()) + 1
     return {"settings": asdict(s), "classes": classes, "chance": 1 / classes,
             "train_clips": int(clips.train.sum()), "validation_clips": int((~clips.train).sum()),

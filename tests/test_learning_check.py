@@ -17,12 +17,15 @@ def _bench():
     return module
 
 
-@pytest.mark.xfail(reason="measured: at this budget the FILS probe does not beat the random-init probe yet "
-                   "(see the learning-check table in the finetune/evaluate hand-over); kept as the target",
+@pytest.mark.xfail(reason="measured: at this budget no pre-training reaches the probe margin -- even a supervised "
+                   "tiny encoder (labels, 250 steps, 360 clips) probes at chance (0.23); MiniLM embeds opposite "
+                   "directions almost identically (cos 0.997-0.999), so ActCLIP carries at most the motion axis. "
+                   "Needs a larger step budget or easier clips/direction-distinct captions; kept as the target",
                    strict=False)
 def test_fils_probe_beats_random_init_probe():
     bench = _bench()
     table = bench.run(bench.CheckSettings(clips_per_class=8, steps=60, probe_steps=200))
     results = table["results"]
     assert set(results) == {"random_init", "videomae_pixel", "fils"}
-    assert results["fils"]["mean_top1"] > results["random_init"]["mean_top1"]
+    assert table["validation_clips"] >= 10
+    assert results["fils"]["mean_top1"] >= results["random_init"]["mean_top1"] + 0.15
