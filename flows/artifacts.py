@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ MAX_INLINE_IMAGE_BYTES = 2 * 2**20
 
 def _key(stage: str, what: str) -> str:
     return f"fils-{stage.replace('_', '-')}-{what}"
+
+
+_IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+\.png)\)")
+
+
+def _inline_linked(match: re.Match, base: Path) -> str:
+    """A report's relative PNG link, inlined so the UI shows the picture (it cannot reach the file)."""
+    path = base / match.group(1)
+    if path.is_file() and path.stat().st_size <= MAX_INLINE_IMAGE_BYTES:
+        return _inline_image(path)
+    return match.group(0)
 
 
 def _inline_image(path: Path) -> str:
@@ -42,9 +54,10 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
                  for p in images if p.is_file()]
         create_markdown_artifact(key=_key(outcome.stage, "images"), markdown="\n\n".join(parts),
                                  description=f"{outcome.stage} images")
-    report = record.extra.get("report")
-    if report and (stage_dir / report).is_file():
-        create_markdown_artifact(key=_key(outcome.stage, "report"), markdown=(stage_dir / report).read_text())
+    report = stage_dir / record.extra["report"] if record.extra.get("report") else None
+    if report is not None and report.is_file():
+        markdown = _IMAGE_LINK.sub(lambda m: _inline_linked(m, report.parent), report.read_text())
+        create_markdown_artifact(key=_key(outcome.stage, "report"), markdown=markdown)
 
 
 def publish_sweep_artifacts(result: Any) -> None:

@@ -130,7 +130,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
         class_names=names, figures=[f.relative_to(out) for f in figures], history=history,
         top_classes=cfg.evaluate.plot_classes))
     return StageResult(row_counts={"clips": len(preds.keys), "excluded": len(excluded), "metrics": len(rows)},
-                       extra={"metrics": scored.metrics, "results_table": str(results)})
+                       extra={"metrics": scored.metrics, "results_table": str(results), "report": REPORT_FILE})
 
 
 SPEC = StageSpec(name="evaluate", version="1", upstream=("shard", "finetune"), config_of=_config_of, plan=_plan,

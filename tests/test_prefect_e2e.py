@@ -57,7 +57,7 @@ def test_full_pipeline_skip_and_forced_rerun(server, params):
     for stage in stages:
         slug = stage.replace("_", "-")
         assert {f"fils-{slug}-summary", f"fils-{slug}-success"} <= keys
-    assert "fils-optical-flow-images" in keys and "fils-shard-progress" in keys
+    assert {"fils-optical-flow-images", "fils-evaluate-report", "fils-shard-progress"} <= keys
     ids = _output_ids(workdir)
 
     again = _run(server, "fils/full-pipeline", params)
