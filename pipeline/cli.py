@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    config = sub.add_parser("config", help="print the resolved config (YAML) or the reference of every setting")
+    config.add_argument("-c", "--config", type=Path, help="config to resolve (omit with --reference)")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    config.add_argument("--reference", action="store_true", help="every setting with its type, default and meaning")
+
     samples = sub.add_parser("samples", help="write the demo dataset (generated clips with ground truth + real clips)")
     samples.add_argument("out", type=Path)
     samples.add_argument("--clips-per-class", type=int, default=4)
@@ -71,6 +76,42 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_lines(schema: dict, node: dict, prefix: str) -> list[str]:
+    """One line per setting, flattened from the JSON schema of the config tree."""
+    lines = []
+    for name, prop in node.get("properties", {}).items():
+        key = f"{prefix}{name}"
+        target = prop
+        for option in prop.get("anyOf", []) + prop.get("allOf", []):
+            if "$ref" in option:
+                target = option
+        if "$ref" in target:
+            lines += _reference_lines(schema, schema["$defs"][target["$ref"].split("/")[-1]], key + ".")
+            continue
+        kind = prop.get("type") or " | ".join(o.get("type", "?") for o in prop.get("anyOf", [])) or "?"
+        if "enum" in prop:
+            kind = " | ".join(map(str, prop["enum"]))
+        default = f" = {json.dumps(prop['default'])}" if "default" in prop else ""
+        lines.append(f"{key} ({kind}){default}: {prop.get('description', '')}".rstrip(": "))
+    return lines
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.config import FilsConfig
+
+    if args.reference:
+        schema = FilsConfig.model_json_schema()
+        print("\n".join(_reference_lines(schema, schema, "")))
+        return 0
+    if args.config is None:
+        raise ConfigError("give -c CONFIG to resolve, or --reference")
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
 def _cmd_samples(args: argparse.Namespace) -> int:
     from pipeline.samples import SampleSettings, write_samples
 
@@ -92,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runner import StageError
 
     try:
-        return {"run": _cmd_run, "status": _cmd_status, "samples": _cmd_samples}[args.command](args)
+        commands = {"run": _cmd_run, "status": _cmd_status, "config": _cmd_config, "samples": _cmd_samples}
+        return commands[args.command](args)
     except (ConfigError, AnnotationError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

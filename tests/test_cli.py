@@ -37,3 +37,17 @@ def test_samples_run_status_and_errors(tmp_path):
     assert bad.returncode == 2 and "`shard.crf`: got 99" in bad.stderr
     unknown = fils("run", "-c", str(config), "--stages", "shard,flow")
     assert unknown.returncode == 2 and "unknown stage(s) flow" in unknown.stderr
+
+
+def test_config_reference_and_resolved_config_round_trip(tmp_path):
+    reference = fils("config", "--reference")
+    assert reference.returncode == 0
+    lines = reference.stdout.splitlines()
+    assert any(line.startswith("shard.short_side (integer) = 320: ") for line in lines)
+    assert any(line.startswith("optical_flow.backend (") for line in lines)
+    assert any(line.startswith("pretrain.") for line in lines) and any(line.startswith("finetune.") for line in lines)
+    resolved = fils("config", "-c", "configs/demo.yaml", "--set", "shard.crf=30")
+    assert resolved.returncode == 0, resolved.stderr
+    (tmp_path / "resolved.yaml").write_text(resolved.stdout)
+    again = fils("config", "-c", str(tmp_path / "resolved.yaml"))
+    assert again.stdout == resolved.stdout and "crf: 30" in again.stdout
