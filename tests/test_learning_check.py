@@ -1,10 +1,12 @@
-"""A short run of benchmarks/bench_learning_check.py: the linear probe on a FILS-pretrained tiny encoder should
-beat the probe on a randomly initialised one (the paper's claim in miniature)."""
+"""A short run of benchmarks/bench_learning_check.py: the linear probe on a FILS-pretrained tiny encoder beats the
+probe on a randomly initialised one by a clear margin (the paper's claim in miniature).
+
+Recipe and budget are the benchmark's defaults (48 clips per class, half of them validation = 120 validation
+clips; 1000 pre-training steps, 1 torch thread, ~30-40 s per run); two pre-training seeds so one run does not decide.
+The VideoMAE-style pixel baseline is left to the benchmark to keep this test near a minute and a half."""
 import importlib.util
 import sys
 from pathlib import Path
-
-import pytest
 
 BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_learning_check.py"
 
@@ -17,15 +19,12 @@ def _bench():
     return module
 
 
-@pytest.mark.xfail(reason="measured: at this budget no pre-training reaches the probe margin -- even a supervised "
-                   "tiny encoder (labels, 250 steps, 360 clips) probes at chance (0.23); MiniLM embeds opposite "
-                   "directions almost identically (cos 0.997-0.999), so ActCLIP carries at most the motion axis. "
-                   "Needs a larger step budget or easier clips/direction-distinct captions; kept as the target",
-                   strict=False)
 def test_fils_probe_beats_random_init_probe():
     bench = _bench()
-    table = bench.run(bench.CheckSettings(clips_per_class=8, steps=60, probe_steps=200))
+    table = bench.run(bench.CheckSettings(), seeds=[0, 1], methods=("random_init", "fils"))
     results = table["results"]
-    assert set(results) == {"random_init", "videomae_pixel", "fils"}
-    assert table["validation_clips"] >= 10
-    assert results["fils"]["mean_top1"] >= results["random_init"]["mean_top1"] + 0.15
+    assert set(results) == {"random_init", "fils"}
+    assert table["validation_clips"] >= 40
+    fils, random = results["fils"], results["random_init"]
+    assert fils["mean_top1"] >= random["mean_top1"] + 0.15, table
+    assert all(f > r for f, r in zip(fils["probe_top1"], random["probe_top1"])), table

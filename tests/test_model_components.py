@@ -86,7 +86,8 @@ def test_actclip_pools_only_action_area_tokens() -> None:
     torch.testing.assert_close(pooled[1], tokens[1].mean(0))  # empty action area -> all tokens
     torch.testing.assert_close(pool_tokens(tokens, select, "average"), tokens.mean(1))
     for _ in range(5):
-        assert any(torch.equal(pool_tokens(tokens, select, "patch")[0], tokens[0, i]) for i in (0, 2))
+        drawn = pool_tokens(tokens, select, "patch")[0]  # drawn once: pytest 9 unrolls any(<genexpr>) per item
+        assert any(torch.equal(drawn, tokens[0, i]) for i in (0, 2))
 
 
 @pytest.mark.parametrize("source", ["encoder", "tube_embedding"])
@@ -119,6 +120,31 @@ def test_actclip_loss_symmetric_and_temperature() -> None:
         loss_fn.logit_scale.fill_(10.0)
     loss_fn.clamp_()
     assert torch.isclose(loss_fn.logit_scale.exp(), torch.tensor(100.0))
+
+
+def test_actclip_duplicate_captions_equal_multi_positive_loss() -> None:
+    """Clips sharing a caption are not pushed apart: with identical caption embeddings the one-positive CLIP loss
+    equals multi-positive InfoNCE (uniform target over same-caption clips), value and gradient."""
+    torch.manual_seed(0)
+    loss_fn = ActCLIPLoss()
+    a, b = torch.randn(8), torch.randn(8)
+    text = torch.stack([a, a, a, b, b])  # two captions, repeated as automatic captions are
+    video = torch.randn(5, 8, requires_grad=True)
+    plain = loss_fn(video, text)
+    (grad_plain,) = torch.autograd.grad(plain, video)
+    v = torch.nn.functional.normalize(video, dim=-1)
+    t = torch.nn.functional.normalize(text, dim=-1)
+    logits = loss_fn.logit_scale.exp() * v @ t.t()
+    same = (t @ t.t() > 1 - 1e-6).float()
+    target = same / same.sum(1, keepdim=True)
+    multi = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                   + torch.nn.functional.cross_entropy(logits.t(), target))
+    (grad_multi,) = torch.autograd.grad(multi, video)
+    torch.testing.assert_close(plain, multi)
+    torch.testing.assert_close(grad_plain, grad_multi)
+    # a perfect match of every clip to its caption reaches the floor: mean log(duplicates), not 0
+    perfect = loss_fn(text * 10.0, text)
+    assert abs(float(perfect.detach()) - float((3 * np.log(3) + 2 * np.log(2)) / 5)) < 0.05
 
 
 def test_tube_mask_same_spatial_mask_every_slice() -> None:

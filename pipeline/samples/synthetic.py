@@ -8,12 +8,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# Caption phrases: a true description of each motion (image x grows eastward/right, y downward), worded so a
+# sentence encoder separates them. "moving from left to right" and "... right to left" embed at cosine 0.999 in
+# MiniLM (0.997 for top/bottom): ActCLIP could then only tell horizontal / vertical / circle apart, and same-axis
+# clips in a batch became false negatives. With these phrases the pairwise MiniLM cosine of the full captions
+# ("a striped square ...") is at most 0.76 (benchmarks/bench_learning_check.py --caption-table prints it).
 MOTIONS = {
-    "left_to_right": "moving from left to right",
-    "right_to_left": "moving from right to left",
-    "top_to_bottom": "moving from top to bottom",
-    "bottom_to_top": "moving from bottom to top",
-    "circle": "moving in a circle",
+    "left_to_right": "drifting east",
+    "right_to_left": "retreating westward",
+    "top_to_bottom": "sinking downwards",
+    "bottom_to_top": "climbing upwards",
+    "circle": "orbiting around in a loop",
     "static": "standing still",
 }
 DEFAULT_CLASSES = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top", "circle")
