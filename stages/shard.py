@@ -12,8 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters import ClipSpec, list_clips
+from pipeline.adapters import AdapterResult, ClipSpec, list_clips
 from pipeline.config import FilsConfig
+from pipeline.config.data import SourceConfig
 from pipeline.fingerprint import file_identity, hash_value, sha256_file, stable_json
 from pipeline.manifest import CLIP_SCHEMA, CLIPS_FILE, REJECT_SCHEMA, REJECTS_FILE, write_table
 from pipeline.runner import StageError
@@ -35,13 +36,17 @@ def _config_of(cfg: FilsConfig) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=8)
-def _clips(config_json: str) -> tuple[ClipSpec, ...]:
-    cfg = FilsConfig.model_validate_json(config_json)
-    return tuple(list_clips(cfg.data.source).clips)
+def _listing(source_json: str) -> AdapterResult:
+    """The adapter's listing, once per process: it walks the dataset tree, which is slow on big datasets."""
+    return list_clips(SourceConfig.model_validate_json(source_json))
 
 
-def clips_for(cfg: FilsConfig) -> tuple[ClipSpec, ...]:
-    return _clips(cfg.model_dump_json())
+def listing_for(cfg: FilsConfig) -> AdapterResult:
+    return _listing(cfg.data.source.model_dump_json())
+
+
+def clips_for(cfg: FilsConfig) -> list[ClipSpec]:
+    return listing_for(cfg).clips
 
 
 def _display_path(clip: ClipSpec, root: Path) -> str:
@@ -54,7 +59,8 @@ def _display_path(clip: ClipSpec, root: Path) -> str:
 
 
 def _inputs_digest(cfg: FilsConfig) -> str:
-    result = list_clips(cfg.data.source)
+    _listing.cache_clear()  # the fingerprint must see the dataset as it is now; plan then reuses this listing
+    result = listing_for(cfg)
     root = cfg.data.source.root
     videos = sorted({c.source for c in result.clips if c.source is not None})
     return hash_value({
