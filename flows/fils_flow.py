@@ -8,8 +8,9 @@ records them (bad samples) or fails the stage with the reason in the flow run's 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from pebble import ProcessPool
 from prefect import flow, get_run_logger, task
@@ -33,13 +34,20 @@ OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
 _ISOLATION_POOLS: dict[str, ProcessPool] = {}
 
 
-def _forward_logs() -> None:
-    """Send our library loggers to the Prefect run (once per process)."""
-    for name in OUR_LOGGERS:
-        logger = logging.getLogger(name)
+@contextmanager
+def _forward_logs() -> Iterator[None]:
+    """Send our library loggers to the Prefect run while the flow runs (and only then: outside a flow run
+    the handler has nowhere to send them)."""
+    handler = APILogHandler()
+    loggers = [logging.getLogger(name) for name in OUR_LOGGERS]
+    for logger in loggers:
         logger.setLevel(logging.INFO)
-        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
-            logger.addHandler(APILogHandler())
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 @task(name="unit", task_run_name="{stage}:{unit.id}")
@@ -117,8 +125,13 @@ def fils(config_path: str | None = "configs/demo.yaml", stages: list[StageName] 
     """Run FILS stages. ``stages`` defaults to every implemented stage; ``force`` recomputes all selected
     stages, ``force_stages`` only those named; ``config`` (a full config tree) replaces ``config_path``;
     ``sweep`` runs the nightly evaluation sweep over every checkpoint not yet evaluated."""
-    _forward_logs()
-    cfg = resolve_config(config_path, config, list(overrides or []))
+    with _forward_logs():
+        return _run_fils(resolve_config(config_path, config, list(overrides or [])), stages, force, force_stages,
+                         sweep)
+
+
+def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, force_stages: list[StageName] | None,
+              sweep: bool) -> dict[str, str]:
     specs = registry()
     if sweep:
         from stages.evaluate_sweep import run_sweep
