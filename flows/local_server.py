@@ -2,6 +2,7 @@
 also used by the end-to-end tests. Everything goes through the `prefect` CLI, exactly as a user would."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -91,8 +92,6 @@ def deploy_all(local: LocalPrefect) -> None:
 
 def run_deployment(local: LocalPrefect, name: str, params: dict[str, object] | None = None) -> str:
     """Create a flow run of ``name`` and return its id."""
-    import json
-
     args = ["deployment", "run", name]
     if params:
         args += ["--params", json.dumps(params)]
@@ -109,12 +108,8 @@ def worker_run_once(local: LocalPrefect, timeout: float = 1800) -> subprocess.Co
 
 
 def flow_run(local: LocalPrefect, run_id: str) -> dict:
-    import json
-
     return json.loads(local.prefect("flow-run", "inspect", run_id, "--output", "json").stdout)
 
 
 def artifacts(local: LocalPrefect) -> list[dict]:
-    import json
-
     return json.loads(local.prefect("artifact", "ls", "--output", "json", "--limit", "200").stdout)

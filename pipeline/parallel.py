@@ -26,12 +26,6 @@ UnitFn = Callable[..., dict[str, Any]]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_worker() -> None:
-    # One thread per worker: the parallelism is across workers (set before torch/cv2 are imported).
-    for var in _THREAD_VARS:
-        os.environ[var] = "1"
-
-
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Run a unit with one compute thread, whatever process it lands in (pebble, Prefect process pool, Dask
@@ -63,8 +57,9 @@ def single_threaded() -> Iterator[None]:
 
 
 def isolated_pool(workers: int) -> ProcessPool:
-    """Worker processes (spawned, one thread each) that can be killed when a unit runs out of time."""
-    return ProcessPool(max_workers=workers, initializer=_init_worker, context=multiprocessing.get_context("spawn"))
+    """Spawned worker processes that can be killed when a unit runs out of time (units set their own
+    thread count: ``single_threaded``)."""
+    return ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"))
 
 
 def _describe(exc: BaseException, timeout_s: float | None) -> str:

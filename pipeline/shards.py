@@ -66,12 +66,3 @@ def iter_shard(path: Path) -> Iterator[ShardSample]:
     dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
     for sample in dataset:
         yield ShardSample(sample["__key__"], sample["mp4"], json.loads(sample["json"]))
-
-
-def read_sample(path: Path, key: str) -> ShardSample:
-    for sample in iter_shard(path):
-        if sample.key == key:
-            return sample
-    raise KeyError(f"clip {key!r} not in shard {path}")
-
-

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from fils_model.classifier import load_classifier
@@ -22,7 +21,7 @@ from pipeline.evaluation.predict import Predictions, predict
 from pipeline.evaluation.report import render_report
 from pipeline.evaluation.results import append_results, checkpoint_fingerprint, read_results, result_rows, write_rows
 from pipeline.evaluation.scoring import Scored, score
-from pipeline.manifest import read_clips
+from pipeline.manifest import read_clips, write_table
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
@@ -32,6 +31,7 @@ PREDICTIONS = "predictions.npz"
 EXCLUDED_JSON = "excluded.json"
 METRICS_FILE = "metrics.parquet"
 EXCLUDED_FILE = "excluded.parquet"
+EXCLUDED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string())])
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 
@@ -116,8 +116,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     rows = result_rows(benchmark, checkpoint_fingerprint(classifier), classifier, meta.get("mode", "full"), views,
                        scored.metrics, len(preds.keys))
     write_rows(rows, out / METRICS_FILE)
-    pq.write_table(pa.Table.from_pylist(excluded, schema=pa.schema([("key", pa.string()), ("reason", pa.string())])),
-                   out / EXCLUDED_FILE)
+    write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
     results = results_path(cfg)
     append_results(results, rows)
     names = class_names(ctx.upstream_dir("shard"))

@@ -7,7 +7,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import stages.captions
-from conftest import make_config
 from flows.fils_flow import fils
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")

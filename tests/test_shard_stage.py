@@ -1,7 +1,6 @@
 """The shard stage end to end on real files: bad inputs, determinism, caching semantics, kill and rerun."""
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys

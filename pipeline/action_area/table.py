@@ -7,6 +7,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.manifest import write_table
+
 ACTION_AREAS_FILE = "action_areas.parquet"
 
 ACTION_AREA_SCHEMA = pa.schema([
@@ -26,7 +28,7 @@ ACTION_AREA_SCHEMA = pa.schema([
 
 
 def write_action_areas(rows: list[dict[str, Any]], path: Path) -> None:
-    pq.write_table(pa.Table.from_pylist(rows, schema=ACTION_AREA_SCHEMA), path, compression="zstd")
+    write_table(rows, ACTION_AREA_SCHEMA, path)
 
 
 def read_action_areas(stage_dir: Path, columns: list[str] | None = None) -> pa.Table:

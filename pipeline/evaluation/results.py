@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.fingerprint import sha256_file
+from pipeline.manifest import write_table
 
 RESULT_SCHEMA = pa.schema([
     pa.field("benchmark", pa.string(), nullable=False),
@@ -53,7 +54,7 @@ def result_rows(benchmark: str, checkpoint: str, checkpoint_path: Path, protocol
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), path)
+    write_table(rows, RESULT_SCHEMA, path)
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ can act on: empty file, not a media file, no video stream, undecodable codec, tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
