@@ -1,5 +1,5 @@
 """Video classifier for fine-tuning: the VideoMAE encoder, mean-pooled tokens, LayerNorm, one linear layer per
-head (method.md 7.1). Saved as ``model.safetensors`` + ``classifier.json`` so evaluation needs no training code."""
+head (docs/method.md). Saved as ``model.safetensors`` + ``classifier.json`` so evaluation needs no training code."""
 from __future__ import annotations
 
 import json

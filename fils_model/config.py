@@ -102,6 +102,19 @@ class LossConfig(_Strict):
     temperature_init: float = Field(0.07, gt=0)
     max_logit_scale: float = Field(100.0, gt=1)
     gather_negatives: bool = True
+    actclip_normalize: bool = Field(
+        True, description="L2-normalise both sides of ActCLIP (D5); False: raw dot products (released code, B4)"
+    )
+    actclip_fallback: Literal["all_tokens", "released_code"] = Field(
+        "all_tokens",
+        description="pooling of a clip with no token in its action area: all candidate tokens, or tokens "
+        "0..1535 as the released code hard-codes for ViT-B 16x224 (B5)",
+    )
+    feature_pairing: Literal["aligned", "released_code"] = Field(
+        "aligned",
+        description="predictions paired with the target of their own token (B1 fixed), or the released code's "
+        "decoder-order predictions indexed with the original-order mask (B1)",
+    )
     norm_pix_loss: bool = True
 
     @model_validator(mode="after")
@@ -125,6 +138,11 @@ class OptimConfig(_Strict):
     ema_start: float = Field(0.996, ge=0, le=1)
     ema_end: float = Field(1.0, ge=0, le=1)
     ema_schedule: Literal["linear", "cosine"] = "linear"
+    ema_update: Literal["step", "epoch"] = Field(
+        "step",
+        description="teacher EMA update every optimiser step (D4), or once per epoch with the momentum schedule "
+        "indexed by epoch, as the released code does (B2; needs trainer.steps_per_epoch)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "OptimConfig":
@@ -141,7 +159,12 @@ class TrainerConfig(_Strict):
     total_steps: int = Field(gt=0)
     global_batch_size: int = Field(gt=0, description="clips per optimiser step over all ranks")
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPU, fp32 on CPU; fp16: autocast with a GradScaler (released code)"
+    )
+    steps_per_epoch: int | None = Field(
+        None, gt=0, description="optimiser steps per pass over the data (filled in by the pretrain stage)"
+    )
     checkpoint_every: int = Field(1000, gt=0)
     keep_every: int = Field(10, gt=0, description="keep every K-th checkpoint besides the latest")
     log_every: int = Field(10, gt=0)
@@ -163,4 +186,6 @@ class PretrainConfig(_Strict):
             raise ValueError(
                 f"optim.warmup_steps {self.optim.warmup_steps} must be < trainer.total_steps {self.trainer.total_steps}"
             )
+        if self.optim.ema_update == "epoch" and self.trainer.steps_per_epoch is None:
+            raise ValueError("optim.ema_update 'epoch' needs trainer.steps_per_epoch (set pretrain.epochs)")
         return self

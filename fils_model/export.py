@@ -76,7 +76,7 @@ def load_videomae_encoder(encoder: VideoEncoder, source: Path) -> None:
     path = source / WEIGHTS_NAME if source.is_dir() else source
     if not path.is_file():
         raise CheckpointError(f"VideoMAE weights {path} not found; download the model or fix the path")
-    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu")
+    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
     try:
         weights = hf_to_encoder(state)
         encoder.load_state_dict(weights)

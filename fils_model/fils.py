@@ -19,7 +19,9 @@ from fils_model.teacher import Teacher
 class FILSModel(nn.Module):
     """``forward(batch)`` returns a dict with the weighted ``loss``, each loss term and diagnostics.
 
-    Parts are built only for losses with a non-zero weight, so DDP never sees unused parameters.
+    Parts are built only for losses with a non-zero weight (the pixel-only VideoMAE baseline has no projector),
+    so the only parameters a step can leave without gradient are the encoder blocks when nothing reads them
+    (:attr:`has_unused_parameters`, which DDP is told).
     Batch keys: ``video`` (B,3,T,H,W) normalised, ``mask`` (B,N) bool True = masked, ``action_tokens`` (B,N)
     bool, ``text_embedding`` (B,text_dim), optional ``pixels`` (B,3,T,H,W) uint8 or [0,1] float.
     """
@@ -28,7 +30,10 @@ class FILSModel(nn.Module):
         super().__init__()
         self.cfg, self.loss_cfg = cfg, loss_cfg
         self.encoder = VideoEncoder(cfg)
-        self.projector = LanguageProjector(cfg.embed_dim, cfg.projector_hidden_dim, cfg.text_dim)
+        uses_projector = loss_cfg.feature_weight > 0 or loss_cfg.actclip_weight > 0
+        self.projector = (
+            LanguageProjector(cfg.embed_dim, cfg.projector_hidden_dim, cfg.text_dim) if uses_projector else None
+        )
         uses_predictor = loss_cfg.feature_weight > 0 or loss_cfg.pixel_weight > 0
         self.predictor = Predictor(cfg) if uses_predictor else None
         self.feature_head = feature_head(cfg.decoder_dim, cfg.embed_dim) if loss_cfg.feature_weight > 0 else None
@@ -40,16 +45,24 @@ class FILSModel(nn.Module):
             else None
         )
         self.actclip = (
-            ActCLIPLoss(loss_cfg.temperature_init, loss_cfg.max_logit_scale, loss_cfg.gather_negatives)
+            ActCLIPLoss(loss_cfg.temperature_init, loss_cfg.max_logit_scale, loss_cfg.gather_negatives,
+                        loss_cfg.actclip_normalize)
             if loss_cfg.actclip_weight > 0
             else None
         )
         self.teacher = Teacher(self.encoder, self.projector, cfg.target_source) if self.feature_head else None
 
+    @property
+    def has_unused_parameters(self) -> bool:
+        """True when no loss reads the encoder blocks: ActCLIP alone on tube embeddings (the released code's
+        default invocation). DDP must then be built with ``find_unused_parameters``."""
+        return self.predictor is None and self.cfg.actclip_source == "tube_embedding"
+
     @torch.no_grad()
-    def after_step(self, momentum: float) -> None:
-        """Per optimiser step bookkeeping: EMA teacher update and logit-scale clamp."""
-        if self.teacher is not None:
+    def after_step(self, momentum: float | None) -> None:
+        """Per optimiser step bookkeeping: EMA teacher update (skipped when ``momentum`` is None) and the
+        logit-scale clamp."""
+        if self.teacher is not None and momentum is not None:
             self.teacher.update(self.encoder, self.projector, momentum)
         if self.actclip is not None:
             self.actclip.clamp_()
@@ -59,11 +72,15 @@ class FILSModel(nn.Module):
         tokens = self.encoder.embed(video)
         needs_encoder = self.predictor is not None or self.cfg.actclip_source == "encoder"
         visible = self.encoder.encode(tokens, mask) if needs_encoder else tokens
-        states = self.predictor(visible, mask) if self.predictor is not None else None
+        sequence = self.predictor.sequence(visible, mask) if self.predictor is not None else None
         out: dict[str, torch.Tensor] = {}
         total = video.new_zeros((), dtype=torch.float32)
 
         if self.feature_head is not None:
+            if self.loss_cfg.feature_pairing == "released_code":
+                states = keep_tokens(sequence, mask)  # B1: decoder order indexed with the original-order mask
+            else:
+                states = sequence[:, visible.shape[1] :]
             pred = self.projector(self.feature_head(states))
             target = self.teacher(video, mask)
             out["loss_feature"] = feature_loss(pred, target, self.loss_cfg.smooth_l1_beta)
@@ -77,8 +94,10 @@ class FILSModel(nn.Module):
                 }
 
         if self.actclip is not None:
-            out["loss_actclip"] = self.actclip(self._pooled_video(tokens, visible, batch), batch["text_embedding"])
+            pooled, fallback_rate = self._pooled_video(tokens, visible, batch)
+            out["loss_actclip"] = self.actclip(pooled, batch["text_embedding"])
             out["logit_scale"] = self.actclip.logit_scale.detach().exp()
+            out["actclip_fallback_rate"] = fallback_rate
             total = total + self.loss_cfg.actclip_weight * out["loss_actclip"]
 
         if self.pixel_head is not None:
@@ -87,7 +106,7 @@ class FILSModel(nn.Module):
             target_px = keep_tokens(
                 tube_pixels(pixels, self.cfg.tubelet_size, self.cfg.patch_size, self.loss_cfg.norm_pix_loss), mask
             )
-            out["loss_pixel"] = pixel_loss(self.pixel_head(states), target_px)
+            out["loss_pixel"] = pixel_loss(self.pixel_head(sequence[:, visible.shape[1] :]), target_px)
             total = total + self.loss_cfg.pixel_weight * out["loss_pixel"]
 
         out["loss"] = total
@@ -95,8 +114,10 @@ class FILSModel(nn.Module):
 
     def _pooled_video(
         self, tokens: torch.Tensor, visible: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """ActCLIP video embedding: projected student tokens pooled over the action area."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ActCLIP video embedding (projected student tokens pooled over the action area) and the fraction of
+        clips with no candidate token inside their action area, which fall back to :func:`fallback_select`
+        (at 90 % masking a small box often has no visible token)."""
         strategy = self.loss_cfg.actclip_pooling
         action = batch.get("action_tokens")
         if action is None:
@@ -104,5 +125,10 @@ class FILSModel(nn.Module):
                 raise KeyError(f"ActCLIP pooling {strategy!r} needs batch['action_tokens'] (B, N) bool")
             action = torch.ones(batch["mask"].shape, dtype=torch.bool, device=tokens.device)
         if self.cfg.actclip_source == "tube_embedding":
-            return pool_tokens(self.projector(tokens), action, strategy)
-        return pool_tokens(self.projector(visible), keep_tokens(action, ~batch["mask"]), strategy)
+            projected, select = self.projector(tokens), action
+        else:
+            projected, select = self.projector(visible), keep_tokens(action, ~batch["mask"])
+        fallback_rate = (~select.any(dim=1)).float().mean()
+        if strategy == "average":
+            fallback_rate = torch.zeros_like(fallback_rate)
+        return pool_tokens(projected, select, strategy, self.loss_cfg.actclip_fallback), fallback_rate

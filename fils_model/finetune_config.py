@@ -1,4 +1,4 @@
-"""Pydantic recipe of a fine-tuning run (method.md section 7.1): heads, AdamW + layer decay, schedule,
+"""Pydantic recipe of a fine-tuning run (docs/method.md): heads, AdamW + layer decay, schedule,
 Mixup/CutMix, label smoothing, model EMA. Learning rates are per 256 clips and scaled by the global batch."""
 from __future__ import annotations
 
@@ -76,8 +76,11 @@ class FinetuneRecipe(_Strict):
     drop_path: float = Field(0.1, ge=0, lt=1)
     optim: FinetuneOptim = FinetuneOptim()
     mix: MixConfig = MixConfig()
-    model_ema: bool = Field(True, description="Keep an EMA of the weights (timm ModelEmaV3); it is the output.")
-    ema_decay: float = Field(0.9999, gt=0, lt=1)
+    model_ema: bool = Field(True, description="Also keep an EMA of the weights (timm ModelEmaV3), saved and "
+                            "scored as a second result next to the trained weights.")
+    ema_decay: float = Field(0.9999, gt=0, lt=1, description="EMA decay (the ceiling when ema_warmup).")
+    ema_warmup: bool = Field(True, description="timm's decay warm-up, 1 - (1 + step)^(-2/3) capped at ema_decay, so "
+                             "the EMA of a short schedule is not dominated by its first steps.")
     total_steps: int = Field(gt=0)
     warmup_steps: int = Field(0, ge=0)
     global_batch_size: int = Field(gt=0)

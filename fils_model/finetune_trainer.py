@@ -1,5 +1,9 @@
-"""Fine-tuning loop (method.md 7.1): timm AdamW with layer-wise lr decay, warm-up + cosine per step, Mixup/CutMix,
+"""Fine-tuning loop (docs/method.md): timm AdamW with layer-wise lr decay, warm-up + cosine per step, Mixup/CutMix,
 label smoothing, drop path (in the encoder), optional model EMA, bf16 on GPU, DDP, checkpoints and resume.
+
+The trained weights are :attr:`FinetuneTrainer.model`, the ones the peers evaluate. The EMA
+(:attr:`FinetuneTrainer.ema_model`) is a second result: with a fixed decay of 0.9999 the step-1 weights would
+still carry 0.9999^T of it after T steps (72 % after 3.2k steps), so its decay is warmed up by default.
 
 Like the pre-training :class:`~fils_model.trainer.Trainer`, it resumes from the latest checkpoint in
 ``run_dir/checkpoints`` on construction; :attr:`step` then says where the caller's batch stream starts.
@@ -59,7 +63,8 @@ class FinetuneTrainer:
         self.net = DistributedDataParallel(self.model) if self.env.enabled else self.model
         self.optimizer = build_optimizer(self.model, recipe, recipe.optim.layer_decay)
         self.scheduler = build_scheduler(self.optimizer, recipe)
-        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.model_ema else None
+        self.ema = (ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=recipe.ema_warmup)
+                    if recipe.model_ema else None)
         width = sum(recipe.head.outputs().values())
         self.mixup = Mixup(mixup_alpha=recipe.mix.mixup, cutmix_alpha=recipe.mix.cutmix, prob=recipe.mix.prob,
                            switch_prob=recipe.mix.switch_prob, mode="batch", label_smoothing=0.0,
@@ -74,9 +79,9 @@ class FinetuneTrainer:
         self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=False)
 
     @property
-    def final_model(self) -> VideoClassifier:
-        """The weights to evaluate: the EMA when enabled."""
-        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
+    def ema_model(self) -> VideoClassifier | None:
+        """The EMA of the weights, when ``recipe.model_ema``."""
+        return self.ema.module if self.ema is not None else None  # type: ignore[return-value]
 
     def state_dict(self) -> dict[str, Any]:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

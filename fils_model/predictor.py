@@ -32,9 +32,12 @@ class Predictor(nn.Module):
         init_weights(self)
         trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def sequence(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Block outputs of the whole ``[visible ; masked]`` sequence, ``(B, N, decoder_dim)``."""
         x = self.encoder_to_decoder(visible)
         pos = self.pos_embed.to(x.dtype).expand(x.shape[0], -1, -1)
-        pos_masked = keep_tokens(pos, mask)
-        x = torch.cat([x + keep_tokens(pos, ~mask), self.mask_token.to(x.dtype) + pos_masked], dim=1)
-        return self.blocks(x)[:, -pos_masked.shape[1] :]
+        x = torch.cat([x + keep_tokens(pos, ~mask), self.mask_token.to(x.dtype) + keep_tokens(pos, mask)], dim=1)
+        return self.blocks(x)
+
+    def forward(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.sequence(visible, mask)[:, visible.shape[1] :]

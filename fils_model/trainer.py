@@ -57,7 +57,7 @@ class Trainer:
             DistributedDataParallel(
                 self.model,
                 broadcast_buffers=False,  # buffers are fixed position tables
-                find_unused_parameters=self.model.predictor is None and cfg.model.actclip_source == "tube_embedding",
+                find_unused_parameters=self.model.has_unused_parameters,
             )
             if self.env.enabled
             else self.model
@@ -65,7 +65,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim, tcfg.global_batch_size)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, tcfg.total_steps)
         bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and self.env.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16 if tcfg.precision == "fp16" else None
+        # fp16 (the released code's AMP) needs loss scaling; bf16 has fp32's range and does not.
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=tcfg.precision == "fp16")
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", tcfg.checkpoint_every, tcfg.keep_every)
         self.step = 0
         latest = self.checkpoints.latest()
@@ -81,6 +83,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": capture_rng(),
             "config": self.cfg.model_dump(mode="json"),
         }
@@ -91,6 +94,8 @@ class Trainer:
         load_model_state(self.model, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         self.step = state["step"]
 
@@ -112,17 +117,32 @@ class Trainer:
         with self._autocast():
             out = self.net(batch, diagnostics=diagnostics)
         self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        self.scaler.scale(out["loss"]).backward()
+        self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip or math.inf)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
-        momentum = ema_momentum(self.step, self.cfg.optim, self.cfg.trainer.total_steps)
+        momentum = self._teacher_momentum()
         self.model.after_step(momentum)
         self.step += 1
         values = {k: all_reduce_mean(v.float()).item() for k, v in out.items()}
-        return values | {"lr": lr, "ema_momentum": momentum, "grad_norm": float(grad_norm)}
+        return values | {"lr": lr, "ema_momentum": momentum if momentum is not None else math.nan,
+                         "grad_norm": float(grad_norm)}
+
+    def _teacher_momentum(self) -> float | None:
+        """Momentum of the EMA update after this step; None when the teacher is not updated at this step.
+
+        ``ema_update: epoch`` reproduces the released code (B2): one update at the end of each epoch, with the
+        per-step schedule indexed by the epoch number, so the momentum stays near ``ema_start``."""
+        optim, tcfg = self.cfg.optim, self.cfg.trainer
+        if optim.ema_update == "step":
+            return ema_momentum(self.step, optim, tcfg.total_steps)
+        per_epoch = tcfg.steps_per_epoch or 1
+        done = self.step + 1
+        return ema_momentum(done // per_epoch - 1, optim, tcfg.total_steps) if done % per_epoch == 0 else None
 
     def fit(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Train until ``trainer.total_steps``; returns the last step's metrics."""

@@ -13,6 +13,7 @@ reader sees either the previous complete output or the new complete output, neve
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -149,7 +150,9 @@ class StageRun:
         )
         atomic_write_json(self.output_dir / SUCCESS_FILE, record.model_dump())
         self.store.swap_in(self.stage, self.output_dir)
-        shutil.rmtree(self.store.workdir / ".staging" / self.stage, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)  # this fingerprint's staging only: others may be resumed
+        with contextlib.suppress(OSError):
+            self.root.parent.rmdir()  # the stage's staging folder, when nothing else is in it
         return record
 
 
@@ -172,12 +175,11 @@ class ArtifactStore:
             return None  # an unreadable marker means the output cannot be trusted: treat as missing
 
     def open_run(self, stage: str, fingerprint: str, fresh: bool = False) -> StageRun:
-        """Start or resume work for ``fingerprint``; partial work for other fingerprints is discarded."""
-        staging = self.workdir / ".staging" / stage
-        if staging.is_dir():
-            for child in staging.iterdir():
-                if fresh or child.name != fingerprint[:16]:
-                    shutil.rmtree(child, ignore_errors=True)
+        """Start or resume work for ``fingerprint`` (``fresh``: discard its partial work first). Partial work of
+        other fingerprints is never touched: it may be a training run that another config resumes, and a run with
+        a mistaken config must not delete it."""
+        if fresh:
+            shutil.rmtree(self.workdir / ".staging" / stage / fingerprint[:16], ignore_errors=True)
         return StageRun(self, stage, fingerprint)
 
     def swap_in(self, stage: str, new_output: Path) -> None:

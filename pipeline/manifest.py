@@ -34,7 +34,9 @@ REJECT_SCHEMA = pa.schema([
     pa.field("source_path", pa.string(), nullable=False),
     pa.field("key", pa.string()),  # null when the whole video was rejected
     pa.field("reason", pa.string(), nullable=False),
-], metadata={"fils.table": "rejects", "fils.schema_version": "1"})
+    pa.field("split", pa.string()),  # the split of the clips this row loses
+    pa.field("clips", pa.int32()),  # annotated clips this row loses (a whole video: all of its clips of the split)
+], metadata={"fils.table": "rejects", "fils.schema_version": "2"})
 
 
 def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:

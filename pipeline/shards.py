@@ -1,10 +1,11 @@
 """WebDataset tar shards of clips: ``shards/<split>-NNNNNN.tar`` holding ``<key>.mp4`` and ``<key>.json``.
 
-Shards are written in key order with ``mtime=0`` and fixed ownership, so the same clips always give the
-same bytes whatever the worker count or rerun.
+Shards are written in a fixed order (key order, or the seeded shuffle of :func:`shuffled`) with ``mtime=0`` and
+fixed ownership, so the same clips always give the same bytes whatever the worker count or rerun.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -30,8 +31,14 @@ class ShardSample:
     meta: dict[str, Any]
 
 
+def shuffled(items: list[ShardItem], seed: int) -> list[ShardItem]:
+    """A seeded global shuffle: items ordered by a hash of (seed, key), so each shard is a random sample of the
+    split (not the neighbouring clips of a few videos) and the order depends on nothing but the keys."""
+    return sorted(items, key=lambda item: hashlib.sha256(f"{seed}:{item.key}".encode()).digest())
+
+
 def plan_shards(items: list[ShardItem], target_bytes: float, max_count: int, min_shards: int) -> list[list[ShardItem]]:
-    """Group items (already in key order) into shards by size and count, with at least ``min_shards``
+    """Group items (in their shard order) into shards by size and count, with at least ``min_shards``
     shards when there are enough items (every rank and loader worker must get one)."""
     if not items:
         return []

@@ -3,6 +3,10 @@
 One unit per shard of the split (clips that cannot be decoded are reported and excluded). ``finalize`` scores the
 merged predictions and writes ``metrics.parquet``, ``excluded.parquet``, ``report.md`` and ``plots/*.png`` into
 ``<workdir>/evaluate/``, and appends the metrics to the cross-run results table (``evaluate.results_table``).
+
+The trained weights are the result; when the finetune stage also kept a model EMA, it is scored on the same views
+as a second result (protocol ``<mode>+ema``). Clips of the split that never reached a shard (rejected by the shard
+stage) are counted with the clips that could not be decoded, so a score on a subset always says so.
 """
 from __future__ import annotations
 
@@ -12,26 +16,27 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from fils_model.classifier import load_classifier
 from pipeline.config import FilsConfig
 from pipeline.evaluation import plots
 from pipeline.evaluation.predict import Predictions, predict
-from pipeline.evaluation.report import render_report
+from pipeline.evaluation.report import excluded_clips, render_report
 from pipeline.evaluation.results import append_results, checkpoint_fingerprint, read_results, result_rows, write_rows
 from pipeline.evaluation.scoring import Scored, score
-from pipeline.manifest import read_clips, write_table
+from pipeline.manifest import REJECTS_FILE, read_clips, write_table
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
-from stages.finetune import CLASSIFIER_DIR
+from stages.finetune import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR
 
-PREDICTIONS = "predictions.npz"
+PREDICTIONS = "predictions_{weights}.npz"
 EXCLUDED_JSON = "excluded.json"
 METRICS_FILE = "metrics.parquet"
 EXCLUDED_FILE = "excluded.parquet"
-EXCLUDED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string())])
+EXCLUDED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("clips", pa.int32())])
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 
@@ -54,16 +59,32 @@ def _plan(ctx: StageContext) -> list[Unit]:
     return [Unit(path.stem, {"shard": str(path)}) for path in shards]
 
 
+def classifier_dirs(finetune_dir: Path) -> dict[str, Path]:
+    """The committed weights to score: the trained classifier, and its model EMA when the finetune stage kept one."""
+    found = {name: finetune_dir / name for name in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR)}
+    return {name: path for name, path in found.items() if (path / "model.safetensors").is_file()}
+
+
 def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     cfg = ctx.cfg.evaluate
-    model, _ = load_classifier(ctx.upstream_dir("finetune") / CLASSIFIER_DIR)
+    models = {name: load_classifier(path)[0] for name, path in classifier_dirs(ctx.upstream_dir("finetune")).items()}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preds = predict(model, iter_shard(Path(unit.payload["shard"])), cfg.views, cfg.sampling, cfg.batch_size,
+    preds = predict(models, iter_shard(Path(unit.payload["shard"])), cfg.views, cfg.sampling, cfg.batch_size,
                     device, cfg.decode_backend)
-    if preds.keys:
-        preds.save(out_dir / PREDICTIONS)
-    (out_dir / EXCLUDED_JSON).write_text(json.dumps(preds.excluded))
-    return {"clips": len(preds.keys), "excluded": len(preds.excluded)}
+    for name, weights_preds in preds.items():
+        if weights_preds.keys:
+            weights_preds.save(out_dir / PREDICTIONS.format(weights=name))
+    scored = preds[CLASSIFIER_DIR]
+    (out_dir / EXCLUDED_JSON).write_text(json.dumps(scored.excluded))
+    return {"clips": len(scored.keys), "excluded": len(scored.excluded)}
+
+
+def shard_rejects(shard_dir: Path, split: str) -> list[dict[str, str]]:
+    """Clips of ``split`` the shard stage could not store, as exclusions (key, reason)."""
+    rows = pq.read_table(shard_dir / REJECTS_FILE).to_pylist()
+    return [{"key": r["key"] or f"(all of {r['source_path']})", "reason": f"shard stage: {r['reason']}",
+             "clips": r["clips"]} for r in rows if r["split"] == split]
+
 
 
 def class_names(shard_dir: Path) -> list[str]:
@@ -97,40 +118,58 @@ def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Pat
     return figures
 
 
+def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: Path
+                   ) -> tuple[Predictions, Scored, dict[str, Any]] | None:
+    files = [ctx.unit_dir(u.id) / PREDICTIONS.format(weights=name) for u in units]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return None
+    preds = Predictions.load_all(files)
+    model, meta = load_classifier(classifier)
+    scores, targets = preds.arrays()
+    return preds, score(model.head_cfg, scores, targets, meta.get("action_verbs"), meta.get("action_nouns")), meta
+
+
 def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
     cfg, out = ctx.cfg, ctx.output_dir
     excluded = [{"key": f"(shard {unit_id})", "reason": reason} for unit_id, reason in failures.items()]
     for unit in units:
         if unit.id not in failures:
             excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
-    files = [ctx.unit_dir(u.id) / PREDICTIONS for u in units if (ctx.unit_dir(u.id) / PREDICTIONS).is_file()]
-    if not files:
+    excluded += shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split)
+    weights = classifier_dirs(ctx.upstream_dir("finetune"))
+    results = {name: _score_weights(ctx, units, name, path) for name, path in weights.items()}
+    if results.get(CLASSIFIER_DIR) is None:
         raise StageError(f"evaluate: no clip of split {cfg.evaluate.split!r} could be scored "
                          f"({len(excluded)} excluded; first: {excluded[:3]})")
-    preds = Predictions.load_all(files)
-    classifier = ctx.upstream_dir("finetune") / CLASSIFIER_DIR
-    model, meta = load_classifier(classifier)
-    scores, targets = preds.arrays()
-    scored = score(model.head_cfg, scores, targets, meta.get("action_verbs"), meta.get("action_nouns"))
-    benchmark, views = meta.get("benchmark", "unknown"), cfg.evaluate.views.label
-    rows = result_rows(benchmark, checkpoint_fingerprint(classifier), classifier, meta.get("mode", "full"), views,
-                       scored.metrics, len(preds.keys))
+    preds, scored, meta = results[CLASSIFIER_DIR]
+    classifier = weights[CLASSIFIER_DIR]
+    benchmark, views, mode = meta.get("benchmark", "unknown"), cfg.evaluate.views.label, meta.get("mode", "full")
+    rows = []
+    for name, result in results.items():
+        protocol = mode if name == CLASSIFIER_DIR else f"{mode}+ema"
+        rows += result_rows(benchmark, checkpoint_fingerprint(weights[name]), weights[name], protocol, views,
+                            result[1].metrics, len(result[0].keys), excluded_clips(excluded))
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
-    results = results_path(cfg)
-    append_results(results, rows)
+    table = results_path(cfg)
+    append_results(table, rows)
     names = class_names(ctx.upstream_dir("shard"))
     figures = write_figures(scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
                             ctx.workdir / "pretrain" / "metrics.csv")
-    history = [r for r in read_results(results) if r["benchmark"] == benchmark][-50:]
+    history = [r for r in read_results(table) if r["benchmark"] == benchmark][-50:]
+    ema = results.get(EMA_CLASSIFIER_DIR)
     (out / REPORT_FILE).write_text(render_report(
         benchmark=benchmark, checkpoint=rows[0]["checkpoint"], checkpoint_path=str(classifier),
         protocol=rows[0]["protocol"], views=views, clips=len(preds.keys), scored=scored, excluded=excluded,
         class_names=names, figures=[f.relative_to(out) for f in figures], history=history,
-        top_classes=cfg.evaluate.plot_classes))
-    return StageResult(row_counts={"clips": len(preds.keys), "excluded": len(excluded), "metrics": len(rows)},
-                       extra={"metrics": scored.metrics, "results_table": str(results), "report": REPORT_FILE})
+        top_classes=cfg.evaluate.plot_classes, ema_metrics=ema[1].metrics if ema else None))
+    extra = {"metrics": scored.metrics, "results_table": str(table), "report": REPORT_FILE}
+    if ema:
+        extra["ema_metrics"] = ema[1].metrics
+    return StageResult(row_counts={"clips": len(preds.keys), "excluded": excluded_clips(excluded), "metrics": len(rows)},
+                       extra=extra)
 
 
-SPEC = StageSpec(name="evaluate", version="1", upstream=("shard", "finetune"), config_of=_config_of, plan=_plan,
+SPEC = StageSpec(name="evaluate", version="2", upstream=("shard", "finetune"), config_of=_config_of, plan=_plan,
                  process=process_shard, finalize=_finalize)

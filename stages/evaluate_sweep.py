@@ -26,7 +26,8 @@ from pipeline.evaluation.results import (
 from pipeline.evaluation.scoring import score
 from pipeline.finetune_data import action_map, labelled_count
 from pipeline.shards import iter_shard, shard_paths
-from stages.evaluate import results_path
+from pipeline.evaluation.report import excluded_clips
+from stages.evaluate import results_path, shard_rejects
 from stages.finetune import fit_linear_probe, section_of  # the stage owns the probe recipe
 
 log = logging.getLogger("fils.sweep")
@@ -67,21 +68,23 @@ def _probe(cfg: FilsConfig, checkpoint: Path) -> VideoClassifier:
     return fit_linear_probe(cfg, checkpoint, probe.resolve(clips))
 
 
-def _evaluate(cfg: FilsConfig, model: VideoClassifier, meta: dict[str, Any]) -> tuple[dict[str, float], int]:
+def _evaluate(cfg: FilsConfig, model: VideoClassifier, meta: dict[str, Any]) -> tuple[dict[str, float], int, int]:
     ev = cfg.evaluate
     shards = shard_paths(cfg.workdir / "shard", ev.split)
     if not shards:
         raise FileNotFoundError(f"no shards of split {ev.split!r} under {cfg.workdir / 'shard'}; run the shard stage")
     samples = (s for path in shards for s in iter_shard(path))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preds = predict(model, samples, ev.views, ev.sampling, ev.batch_size, device, ev.decode_backend)
+    preds = predict({"model": model}, samples, ev.views, ev.sampling, ev.batch_size, device,
+                    ev.decode_backend)["model"]
     for bad in preds.excluded:
         log.warning("sweep: evaluation clip %s excluded: %s", bad["key"], bad["reason"])
     scores, targets = preds.arrays()
     verbs, nouns = meta.get("action_verbs"), meta.get("action_nouns")
     if model.head_cfg.task == "epic_action" and verbs is None:
         verbs, nouns = action_map(cfg.workdir / "shard", model.head_cfg.num_classes)
-    return score(model.head_cfg, scores, targets, verbs, nouns).metrics, len(preds.keys)
+    excluded = excluded_clips(preds.excluded + shard_rejects(cfg.workdir / "shard", ev.split))
+    return score(model.head_cfg, scores, targets, verbs, nouns).metrics, len(preds.keys), excluded
 
 
 def _plot(cfg: FilsConfig, benchmark: str, table: Path) -> Path | None:
@@ -111,12 +114,12 @@ def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepRe
                 result.skipped.append(checkpoint)
                 continue
             log.info("sweep: evaluating %s (%s, %s)", checkpoint, fingerprint, protocol)
-            metrics, clips = _evaluate(cfg, model if model is not None else _probe(cfg, checkpoint), meta)
+            metrics, clips, excluded = _evaluate(cfg, model if model is not None else _probe(cfg, checkpoint), meta)
         except Exception as exc:  # noqa: BLE001 - one broken checkpoint must not stop the nightly run
             log.error("sweep: %s failed: %s", checkpoint, exc)
             result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"
             continue
-        rows = result_rows(benchmark, fingerprint, checkpoint, protocol, views, metrics, clips)
+        rows = result_rows(benchmark, fingerprint, checkpoint, protocol, views, metrics, clips, excluded)
         append_results(table, rows)
         done.add((benchmark, fingerprint, protocol, views))
         result.evaluated.append(checkpoint)

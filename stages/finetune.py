@@ -40,6 +40,7 @@ from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 log = logging.getLogger("fils.finetune")
 
 CLASSIFIER_DIR = "classifier"
+EMA_CLASSIFIER_DIR = "classifier_ema"  # the model EMA, when finetune.model_ema: a second result
 METRICS_CSV = "metrics.csv"
 PRETRAIN_ENCODER = Path("pretrain") / "encoder"
 
@@ -125,7 +126,9 @@ def train_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: 
             torch.set_num_threads(section.launch.threads)
         trainer.fit(train_batches(settings, trainer.local_batch, section.loader.workers))
         if env.is_main:
-            save_classifier(trainer.final_model, out_dir)
+            save_classifier(trainer.model, out_dir)
+            if trainer.ema_model is not None:
+                save_classifier(trainer.ema_model, out_dir.with_name(EMA_CLASSIFIER_DIR))
     finally:
         cleanup()
 
@@ -182,8 +185,11 @@ def process_train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     if section.head.task == "epic_action":
         verbs, nouns = action_map(shard_dir, section.head.num_classes)
         extra |= {"action_verbs": verbs.tolist(), "action_nouns": nouns.tolist()}
-    meta_path = classifier_dir / "classifier.json"
-    meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | extra, indent=2, sort_keys=True))
+    for weights in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR):
+        meta_path = out_dir / weights / "classifier.json"
+        if meta_path.is_file():
+            meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | extra | {"weights": weights},
+                                            indent=2, sort_keys=True))
     return {"train_clips": clips, "steps": recipe.total_steps}
 
 
@@ -196,7 +202,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     return StageResult(row_counts={"train_clips": summary["train_clips"], "steps": summary["steps"]})
 
 
-SPEC = StageSpec(name="finetune", version="1", upstream=("shard",), config_of=_config_of, plan=_plan,
+SPEC = StageSpec(name="finetune", version="2", upstream=("shard",), config_of=_config_of, plan=_plan,
                  process=process_train, finalize=_finalize, unit_timeout_s=lambda cfg: section_of(cfg).launch.timeout_s)
 
 

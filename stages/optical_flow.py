@@ -79,10 +79,16 @@ def clip_area(sample: ShardSample, ocfg: OpticalFlowConfig, flow: FlowFn
     offset = int(sample.meta.get("frame_offset") or 0)
     indices = list(range(0, int(sample.meta["num_frames"]), ocfg.frame_step))
     rgb = decode_frames(sample.mp4, [i + offset for i in indices])
+    flows, area = frames_area(rgb, ocfg, flow)
+    return indices, rgb, flows, area
+
+
+def frames_area(rgb: np.ndarray, ocfg: OpticalFlowConfig, flow: FlowFn) -> tuple[np.ndarray, ActionArea]:
+    """Flow and action area of frames ``(T, H, W, 3)`` taken every ``frame_step``-th frame of a clip."""
     gray = gray_frames(rgb, ocfg.short_side)
     scale = min(gray.shape[1:3]) / ocfg.reference_short_side
     flows = compute_flows(gray, flow, ocfg.flow_bound_px * scale * ocfg.frame_step)
-    return indices, rgb, flows, action_area(flows, ocfg.boxes, scale, ocfg.frame_step)
+    return flows, action_area(flows, ocfg.boxes, scale, ocfg.frame_step)
 
 
 def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:

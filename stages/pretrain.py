@@ -104,31 +104,25 @@ def nproc_of(launch: LaunchConfig) -> int:
     return launch.nproc_per_node
 
 
-def usable_clips(ctx: StageContext, tables: ClipTables, data: PretrainDataConfig) -> dict[str, int]:
-    """Usable clips (caption embedding, and a box when boxes are required) per shard of the split."""
-    clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "shard", "split"]).to_pylist()
-    counts: dict[str, int] = {}
+def usable_clips(ctx: StageContext, tables: ClipTables, data: PretrainDataConfig) -> int:
+    """Usable clips of the split: with a caption embedding, and a box when boxes are required."""
+    clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "split"]).to_pylist()
+    count = 0
     for row in clips:
         if row["split"] != data.split:
             continue
         usable = tables.embedding(row["key"]) is not None
         if data.missing_action_area == "skip":
             usable = usable and tables.box(row["key"]) is not None
-        counts[row["shard"]] = counts.get(row["shard"], 0) + usable
-    return counts
+        count += usable
+    return count
 
 
-def _check_streams(shards: list[Path], per_shard: dict[str, int], world_size: int, workers: int, split: str) -> None:
+def _check_streams(shards: list[Path], num_clips: int, world_size: int, workers: int, split: str) -> None:
     check_shard_count(len(shards), world_size, workers, split)
-    names = tuple(p.name for p in shards)
-    for rank in range(world_size):
-        layout = Layout(rank, world_size, max(1, workers))
-        for worker in range(layout.workers):
-            mine = layout.stream_shards(names, worker)
-            if not sum(per_shard.get(n, 0) for n in mine):
-                raise StageError(f"pretrain: loader stream (rank {rank}, worker {worker}) reads shards {list(mine)}, "
-                                 "which hold no clip with a caption embedding (and action box, if required); "
-                                 "re-shard with more shards or fix the captions stage")
+    if not num_clips:
+        raise StageError(f"pretrain: no clip of split {split!r} has a caption embedding (and action box, if "
+                         "required); fix the captions stage or pretrain.data.split")
 
 
 def build_job(ctx: StageContext) -> PretrainJob:
@@ -145,9 +139,8 @@ def build_job(ctx: StageContext) -> PretrainJob:
     if tables.text_dim != section.model.text_dim:
         raise StageError(f"pretrain: caption embeddings are {tables.text_dim}-d but pretrain.model.text_dim is "
                          f"{section.model.text_dim}; set pretrain.model.text_dim: {tables.text_dim}")
-    per_shard = usable_clips(ctx, tables, data)
-    num_clips = sum(per_shard.values())
-    _check_streams(shards, per_shard, nproc_of(section.launch), section.loader.workers, data.split)
+    num_clips = usable_clips(ctx, tables, data)
+    _check_streams(shards, num_clips, nproc_of(section.launch), section.loader.workers, data.split)
     try:
         train = section.resolve(num_clips)
     except ValueError as exc:
@@ -261,7 +254,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
                        extra={"sample_counts": counts})
 
 
-SPEC = StageSpec(name="pretrain", version="1", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
+SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
                  plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_timeout)
 
 

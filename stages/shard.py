@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pipeline.config.data import SourceConfig
 from pipeline.fingerprint import file_identity, hash_value, sha256_file, stable_json
 from pipeline.manifest import CLIP_SCHEMA, CLIPS_FILE, REJECT_SCHEMA, REJECTS_FILE, write_table
 from pipeline.runner import StageError
-from pipeline.shards import SHARDS_SUBDIR, ShardItem, plan_shards, write_shard
+from pipeline.shards import SHARDS_SUBDIR, ShardItem, plan_shards, shuffled, write_shard
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from pipeline.video.ingest import ClipRequest, EncodeSettings, encode_clips
 from pipeline.video.probe import VideoRejected, iter_frames
@@ -112,12 +113,23 @@ def _copy_source(source: Path, clips: list[ClipSpec], name: str, out_dir: Path
         end = clip.end if clip.end is not None else float("inf")
         inside = [i for i, t in enumerate(times) if clip.start <= t < end]
         if not inside:
-            rejects.append({"source_path": name, "key": clip.key, "reason": "clip is outside the decodable video"})
+            rejects.append(clip_reject(name, clip, "clip is outside the decodable video"))
             continue
         (out_dir / f"{clip.key}.mp4").write_bytes(source.read_bytes())
         metas.append(_clip_meta(clip, name, clip.key, times[inside[0]], times[inside[-1]] + 1 / info.fps,
                                 info.fps, len(inside), info.width, info.height, inside[0]))
     return metas, rejects
+
+
+def clip_reject(name: str, clip: ClipSpec, reason: str) -> dict[str, Any]:
+    return {"source_path": name, "key": clip.key, "reason": reason, "split": clip.split, "clips": 1}
+
+
+def video_rejects(name: str, clips: list[ClipSpec], reason: str) -> list[dict[str, Any]]:
+    """A whole video lost: one row per split of its clips, counting them."""
+    per_split = Counter(c.split for c in clips)
+    return [{"source_path": name, "key": None, "reason": reason, "split": split, "clips": count}
+            for split, count in sorted(per_split.items())]
 
 
 def process_video(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
@@ -136,13 +148,13 @@ def process_video(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
             for clip in encoded:
                 metas.append(_clip_meta(by_key[clip.request_key], name, clip.key, clip.start, clip.end, clip.fps,
                                         clip.frames, clip.width, clip.height, 0))
-            rejects += [{"source_path": name, "key": key, "reason": reason} for key, reason in failures.items()]
+            rejects += [clip_reject(name, by_key[key], reason) for key, reason in failures.items()]
         else:
             metas, rejects = _copy_source(source, specs, name, out_dir)
     except VideoRejected as exc:
         for leftover in out_dir.glob("*.mp4"):
             leftover.unlink()
-        metas, rejects = [], [{"source_path": name, "key": None, "reason": exc.reason}]
+        metas, rejects = [], video_rejects(name, specs, exc.reason)
     (out_dir / CLIPS_JSON).write_text(json.dumps(metas))
     (out_dir / REJECTS_JSON).write_text(json.dumps(rejects))
     return {"clips": len(metas), "rejects": len(rejects)}
@@ -151,13 +163,14 @@ def process_video(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
 def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
     cfg = ctx.cfg
     root = cfg.data.source.root
-    rejects = [{"source_path": _display_path(c, root), "key": c.key,
-                "reason": "video named in the annotations was not found under data.source.root"}
-               for c in clips_for(cfg) if c.source is None]
+    rejects = [clip_reject(_display_path(c, root), c, "video named in the annotations was not found under "
+                           "data.source.root") for c in clips_for(cfg) if c.source is None]
     items: list[ShardItem] = []
     for unit in units:
         if unit.id in failures:
-            rejects.append({"source_path": unit.payload["name"], "key": None, "reason": failures[unit.id]})
+            wanted = set(unit.payload["keys"])
+            rejects += video_rejects(unit.payload["name"], [c for c in clips_for(cfg) if c.key in wanted],
+                                     failures[unit.id])
             continue
         folder = ctx.unit_dir(unit.id)
         rejects += json.loads((folder / REJECTS_JSON).read_text())
@@ -173,8 +186,11 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     shard_dir.mkdir()
     rows, shard_count = [], 0
     for split in sorted({item.meta["split"] for item in items}):
-        groups = plan_shards([i for i in items if i.meta["split"] == split], cfg.shard.target_shard_mb * 2**20,
-                             cfg.shard.max_clips_per_shard, cfg.shard.min_shards)
+        in_split = [i for i in items if i.meta["split"] == split]
+        if split in cfg.shard.shuffle_splits:
+            in_split = shuffled(in_split, cfg.shard.shuffle_seed)
+        groups = plan_shards(in_split, cfg.shard.target_shard_mb * 2**20, cfg.shard.max_clips_per_shard,
+                             cfg.shard.min_shards)
         for index, group in enumerate(groups):
             shard_name = f"{split}-{index:06d}.tar"
             write_shard(shard_dir / shard_name, group)
@@ -182,7 +198,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
                      for item in group]
         shard_count += len(groups)
     write_table(rows, CLIP_SCHEMA, ctx.output_dir / CLIPS_FILE)
-    write_table(sorted(rejects, key=lambda r: (r["source_path"], r["key"] or "")), REJECT_SCHEMA,
+    write_table(sorted(rejects, key=lambda r: (r["source_path"], r["key"] or "", r["split"] or "")), REJECT_SCHEMA,
                 ctx.output_dir / REJECTS_FILE)
     splits = {s: sum(1 for r in rows if r["split"] == s) for s in sorted({r["split"] for r in rows})}
     return StageResult(row_counts={"clips": len(rows), "rejects": len(rejects), "shards": shard_count,
@@ -190,6 +206,6 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
                        extra={"clips_per_split": splits})
 
 
-SPEC = StageSpec(name="shard", version="1", upstream=(), config_of=_config_of, plan=_plan, process=process_video,
+SPEC = StageSpec(name="shard", version="2", upstream=(), config_of=_config_of, plan=_plan, process=process_video,
                  finalize=_finalize, inputs_digest=_inputs_digest)
 

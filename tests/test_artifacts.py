@@ -37,9 +37,23 @@ def test_sealed_units_survive_and_unsealed_are_dropped(tmp_path):
     assert resumed.unit_done("u1") and json.loads((resumed.units_dir / "u1" / UNIT_FILE).read_text()) == {"rows": 1}
     assert not resumed.unit_done("u2") and not list(resumed.units_dir.glob(".*"))
     assert not (tmp_path / "captions").exists()  # nothing visible before commit
-    other = store.open_run("captions", "b" * 64)  # a new fingerprint discards the old partial work
+    other = store.open_run("captions", "b" * 64)  # another fingerprint: its own staging
     assert not other.unit_done("u1")
     assert store.open_run("captions", "b" * 64, fresh=True).units_dir.is_dir()
+
+
+def test_other_configurations_partial_work_is_never_deleted(tmp_path):
+    """A run with another (or a mistaken) config, a forced run and a commit leave the partial work of other
+    fingerprints alone: it may be a training run's checkpoints that the other config resumes."""
+    store = ArtifactStore(tmp_path)
+    run = store.open_run("pretrain", "a" * 64)
+    checkpoint = run.root / "train" / "checkpoints" / "step_00001000.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"43 MB of training")
+    store.open_run("pretrain", "b" * 64, fresh=True)
+    _commit(store, "pretrain", "c" * 64)
+    assert checkpoint.read_bytes() == b"43 MB of training"
+    assert store.open_run("pretrain", "a" * 64).root == checkpoint.parents[2]
 
 
 def test_fingerprint_depends_on_config_upstream_and_inputs():

@@ -52,3 +52,30 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
 def test_shipped_configs_are_valid():
     for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_released_code_variant_fills_its_switches_and_what_the_user_sets_wins():
+    minimal = {"workdir": "/tmp/w", "data": {"source": {"kind": "folder", "root": "/tmp/videos"}}}
+    tree = minimal | {"pretrain": {"variant": "released_code", "trainer": {"total_steps": 10, "global_batch_size": 4},
+                                   "loss": {"gather_negatives": True}}}
+    pre = load_config(tree=tree).pretrain
+    assert (pre.model.target_source, pre.model.actclip_source) == ("tube_embedding", "tube_embedding")
+    assert (pre.loss.feature_pairing, pre.loss.actclip_normalize, pre.loss.actclip_fallback) == (
+        "released_code", False, "released_code")
+    assert pre.loss.gather_negatives is True  # set explicitly: kept
+    assert (pre.optim.ema_update, pre.trainer.precision, pre.data.box_rule) == ("epoch", "fp16", "released_code")
+    default = load_config(tree=minimal | {"pretrain": {"trainer": {"total_steps": 10, "global_batch_size": 4}}})
+    assert default.pretrain.variant == "fils" and default.pretrain.loss.feature_pairing == "aligned"
+    assert default.pretrain.optim.ema_update == "step" and default.pretrain.loss.actclip_normalize
+
+
+def test_timm_floor_admits_only_releases_whose_mixup_takes_multi_label():
+    """timm 1.0.30 and older: ``Mixup(multi_label=True)`` raises TypeError (checked against the released wheels)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    timm = next(Requirement(d) for d in deps if Requirement(d).name == "timm")
+    assert not timm.specifier.contains("1.0.30") and not timm.specifier.contains("1.0.29")
+    assert timm.specifier.contains("1.0.31")

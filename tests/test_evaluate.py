@@ -11,7 +11,9 @@ from pipeline.config.pretrain import SamplingConfig
 from pipeline.evaluation.results import read_results
 from stages.evaluate_sweep import run_sweep
 from pipeline.evaluation.views import spatial_crops, temporal_indices
+from conftest import make_config
 from pipeline.runner import run_pipeline
+from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples
 from pipeline.shards import ShardItem, iter_shard, shard_paths, write_shard
 from stages import registry
 from test_finetune import build_workdir, export_random_encoder, finetune_section, with_sections
@@ -90,3 +92,23 @@ def test_sweep_skips_evaluated_checkpoints_and_picks_up_a_new_one(probed, tmp_pa
     assert third.plot is not None and third.plot.is_file()
     broken = run_sweep(cfg, [work / "missing_encoder"])
     assert list(broken.failed) == [str(work / "missing_encoder")]
+
+
+def test_clips_the_shard_stage_lost_are_reported_next_to_the_score(tmp_path):
+    """A validation clip whose video is missing never reaches a shard; the evaluation of the split says so
+    instead of scoring the subset silently."""
+    root = tmp_path / "set"
+    samples = root / "samples"
+    write_samples(samples, SampleSettings(clips_per_class=8, frames=16, width=64, height=48, real=False))
+    with open(samples / SAMPLES_CSV, "a") as fh:
+        fh.write("missing/clip.mp4,up,,validation\n")
+    cfg = make_config(root / "work", samples, shard={"short_side": 40, "window_s": 3.0},
+                      evaluate={"views": {"temporal": 1, "spatial": 1}, "sampling": {"stride": 2}})
+    cfg = with_sections(cfg, cfg.workdir, finetune=finetune_section(mode="linear_probe", epochs=20))
+    outcome = run_pipeline(registry(), cfg, ["shard", "finetune", "evaluate"])[-1]
+    assert outcome.record.row_counts["excluded"] == 1 and outcome.record.row_counts["clips"] == 10
+    excluded = pq.read_table(cfg.workdir / "evaluate" / "excluded.parquet").to_pylist()
+    assert [r["key"] for r in excluded] == ["missing_clip"] and "not found" in excluded[0]["reason"]
+    metrics = pq.read_table(cfg.workdir / "evaluate" / "metrics.parquet").to_pylist()
+    assert {(r["clips"], r["excluded"]) for r in metrics} == {(10, 1)}
+    assert "1 clips of the split excluded" in (cfg.workdir / "evaluate" / "report.md").read_text()

@@ -100,7 +100,7 @@ def test_actclip_gradient_reaches_only_action_area(source: str) -> None:
     action, mask = batch["action_tokens"], batch["mask"]
     embedded = model.encoder.embed(batch["video"]).detach().requires_grad_(True)
     visible = model.encoder.encode(embedded, mask)
-    pooled = model._pooled_video(embedded, visible, batch)
+    pooled, _ = model._pooled_video(embedded, visible, batch)
     tokens, inside = (embedded, action) if source == "tube_embedding" else (visible, keep_tokens(action, ~mask))
     (grad,) = torch.autograd.grad(pooled.sum(), tokens)
     rows = inside.any(1)
@@ -227,3 +227,91 @@ def test_activation_checkpointing_gives_same_gradients() -> None:
         grads.append([p.grad for p in model.parameters() if p.requires_grad])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+LOSS_MIXES = {
+    "pixel_only (VideoMAE baseline)": dict(actclip_weight=0.0, feature_weight=0.0, pixel_weight=1.0),
+    "feature_only": dict(actclip_weight=0.0),
+    "actclip_only": dict(feature_weight=0.0),
+    "fils": dict(),
+    "fils_with_pixel": dict(pixel_weight=0.5),
+}
+
+
+@pytest.mark.parametrize("source", ["encoder", "tube_embedding"])
+@pytest.mark.parametrize("mix", list(LOSS_MIXES))
+def test_every_built_parameter_gets_a_gradient_unless_the_model_says_so(mix: str, source: str) -> None:
+    """DDP fails on parameters that no loss reads ("Expected to have finished reduction"), unless it is told:
+    the model builds only what its losses read, and :attr:`has_unused_parameters` names the one exception."""
+    cfg = CFG.model_copy(update={"actclip_source": source, "target_source": source})
+    torch.manual_seed(0)
+    model = FILSModel(cfg, LossConfig(**LOSS_MIXES[mix]))
+    model(SyntheticClips(cfg).batch(0, 4))["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    if model.has_unused_parameters:
+        assert missing and all(n.startswith("encoder.") for n in missing), missing
+    else:
+        assert missing == []
+    if mix.startswith("pixel_only"):
+        assert model.projector is None and model.teacher is None and model.actclip is None
+
+
+def test_actclip_logits_are_fp32_under_bf16_autocast() -> None:
+    """At logit scale 100, bf16 similarities shift logits by up to ~0.4: the loss must not depend on autocast."""
+    torch.manual_seed(0)
+    loss_fn = ActCLIPLoss(temperature_init=0.01)
+    video, text = torch.randn(32, 64), torch.randn(32, 64)
+    text[:, :8] += video[:, :8]  # partly matched pairs
+    reference = loss_fn(video, text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss_fn(video, text)
+    torch.testing.assert_close(mixed, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_actclip_without_normalisation_uses_raw_dot_products() -> None:
+    """The released code's ClipLoss (B4): scale x raw dot products, no L2 normalisation."""
+    torch.manual_seed(0)
+    loss_fn = ActCLIPLoss(temperature_init=0.5, normalize=False)
+    video, text = torch.randn(6, 4), torch.randn(6, 4)
+    logits = 2.0 * video @ text.t()
+    labels = torch.arange(6)
+    expected = 0.5 * (torch.nn.functional.cross_entropy(logits, labels)
+                      + torch.nn.functional.cross_entropy(logits.t(), labels))
+    torch.testing.assert_close(loss_fn(video, text), expected)
+
+
+def test_actclip_fallback_rate_is_reported() -> None:
+    """Clips whose action area holds no visible token fall back to all visible tokens; the model reports how
+    many did (at 90 % masking a small box is often invisible, and the pooling then silently averages)."""
+    model = make_model(feature_weight=0.0)
+    batch = SyntheticClips(CFG).batch(0, 6)
+    visible_count = int((~batch["mask"][0]).sum())
+    empty = [0, 3]
+    for b in empty:  # hide the action area: the visible tokens are all outside it
+        outside = (~batch["action_tokens"][b]).nonzero().squeeze(1)
+        batch["mask"][b, :] = True
+        batch["mask"][b, outside[:visible_count]] = False
+    inside = (batch["action_tokens"] & ~batch["mask"]).any(1)
+    out = model(batch)
+    assert out["actclip_fallback_rate"].item() == pytest.approx(float((~inside).float().mean()))
+    assert out["actclip_fallback_rate"].item() >= len(empty) / 6
+
+
+def test_released_code_pairing_indexes_decoder_order_with_the_original_mask() -> None:
+    """``feature_pairing: released_code`` (B1): the prediction compared with masked token i is the decoder
+    output at the i-th masked *original* position of the ``[visible ; masked]`` sequence."""
+    aligned = make_model(actclip_weight=0.0)
+    released = make_model(actclip_weight=0.0, feature_pairing="released_code")
+    released.load_state_dict(aligned.state_dict())
+    batch = SyntheticClips(CFG).batch(0, 3)
+    mask = batch["mask"]
+    captured: dict[str, torch.Tensor] = {}
+    released.feature_head.register_forward_hook(lambda m, i, o: captured.update(states=i[0]))
+    with torch.no_grad():
+        released(batch)
+        visible = released.encoder(batch["video"], mask)
+        sequence = released.predictor.sequence(visible, mask)
+    for b in range(3):
+        positions = torch.nonzero(mask[b]).squeeze(1)  # original-order indices into the decoder-order sequence
+        torch.testing.assert_close(captured["states"][b], sequence[b, positions])
+    assert not torch.allclose(captured["states"], sequence[:, visible.shape[1]:])

@@ -116,3 +116,57 @@ def test_export_loads_in_transformers(tmp_path: Path) -> None:
         assert torch.equal(a, b), name
     with pytest.raises(CheckpointError, match="not a VideoMAE encoder matching"):
         load_videomae_encoder(VideoEncoder(cfg.model.model_copy(update={"embed_dim": 32})), out)
+
+
+def test_released_code_variant_trains_with_fp16_and_an_epoch_ema(tmp_path: Path) -> None:
+    """``pretrain.variant: released_code`` on CPU: fp16 autocast with a GradScaler, and the teacher updated once
+    per epoch (4 steps) with the schedule indexed by epoch, so its momentum stays near ema_start (B2)."""
+    from pipeline.config.pretrain import PretrainSection
+
+    section = PretrainSection.model_validate({
+        "variant": "released_code", "model": {"size": "tiny", "img_size": 32, "num_frames": 8, "patch_size": 8,
+                                              "text_dim": 32, "mask_ratio": 0.75},
+        "optim": {"base_lr": 1e-2, "ema_start": 0.9, "ema_end": 1.0},
+        "trainer": {"global_batch_size": 8, "tensorboard": False, "log_every": 1, "checkpoint_every": 1000},
+        "epochs": 3})
+    cfg = section.resolve(num_clips=32)
+    assert (cfg.trainer.total_steps, cfg.trainer.steps_per_epoch, cfg.trainer.precision) == (12, 4, "fp16")
+    trainer = Trainer(cfg, tmp_path)
+    assert trainer.scaler.is_enabled()
+    teacher = [trainer.model.teacher.projector.fc1.weight.clone()]
+    stream = SyntheticClips(cfg.model).stream(0, 8)
+    momenta = []
+    for _ in range(12):
+        momenta.append(trainer.train_step(next(stream))["ema_momentum"])
+        teacher.append(trainer.model.teacher.projector.fc1.weight.clone())
+    moved = [not torch.equal(a, b) for a, b in zip(teacher, teacher[1:])]
+    assert moved == [False, False, False, True] * 3
+    used = [m for m in momenta if m == m]  # NaN where the teacher was not updated
+    assert used == pytest.approx([0.9, 0.9 + 0.1 / 12, 0.9 + 0.2 / 12])  # the per-step schedule read per epoch
+
+
+class _RunsACommand:
+    """A pickle payload that runs a shell command when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
+    """The nightly sweep reads any ``.pt`` its glob finds: a checkpoint must never be unpickled as code."""
+    from fils_model.checkpoint import load_checkpoint
+    from fils_model.encoder_init import load_pretrained_encoder
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "step_00000001.pt"
+    torch.save({"step": 1, "model": _RunsACommand(marker)}, crafted)
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(crafted)
+    with pytest.raises(CheckpointError):
+        load_pretrained_encoder(crafted)
+    assert not marker.exists()

@@ -3,6 +3,7 @@ check, and exact resumption of the batch stream."""
 from __future__ import annotations
 
 import json
+from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ from pipeline.action_area.token_mask import token_mask
 from pipeline.config.pretrain import AugmentConfig, LoaderConfig, PretrainDataConfig, SamplingConfig
 from pipeline.manifest import read_clips
 from pipeline.pretrain_data.loader import PretrainBatches, ShardCountError, check_shard_count
-from pipeline.pretrain_data.stream import Layout, StreamSettings
+from pipeline.pretrain_data.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamSettings
 from pipeline.pretrain_data.tables import load_tables
 from pipeline.pretrain_data.transforms import apply_crop_flip, crop_box, frame_indices, random_crop_flip
-from pipeline.shards import ShardSample, iter_shard, shard_paths
+from pipeline.shards import ShardItem, ShardSample, iter_shard, plan_shards, shard_paths, shuffled, write_shard
 
 TINY = ModelConfig(size="tiny", img_size=32, num_frames=4, patch_size=8, text_dim=16, mask_ratio=0.5)
 
@@ -160,3 +161,36 @@ def test_resumed_stream_equals_uninterrupted(tmp_path, clips, sharded):
         for key in a:
             assert torch.equal(a[key], b[key]), key
     assert not all(torch.equal(whole[0]["video"], b["video"]) for b in whole[1:])
+
+
+def test_batches_mix_videos_like_random_sampling(tmp_path):
+    """An EPIC-KITCHENS-like listing (64 videos x 8 neighbouring narrations, keys in video order) through the shard
+    stage's order and planner and one loader stream (rank 1 of 2, worker 1 of 2): a batch holds as many distinct
+    videos as a uniformly random batch would. Key-ordered shards read by fixed streams gave ~10 of ~14."""
+    videos, per_video, batch = 64, 8, 16
+    blob = tmp_path / "clip.mp4"
+    blob.write_bytes(b"not decoded here")
+    items = [ShardItem(f"P{v:02d}_{n:03d}", blob, {"source_path": f"P{v:02d}.MP4"})
+             for v in range(videos) for n in range(per_video)]
+    paths = []
+    for i, group in enumerate(plan_shards(shuffled(items, seed=0), 1e12, 1000, min_shards=16)):
+        paths.append(tmp_path / f"train-{i:06d}.tar")
+        write_shard(paths[-1], group)
+    settings = StreamSettings(tuple(map(str, paths)), PretrainDataConfig(), TINY, local_batch=batch,
+                              segment_steps=1000, decode_timeout_s=30, tables=None)
+    raw = ClipBatchStream(settings, Layout(1, 2, 2), 0, 1).raw_samples(1, 0, SampleCounter())
+    keys = [next(raw)["__key__"] for _ in range(batch * 32)]
+    distinct = [len({k[:3] for k in keys[i : i + batch]}) for i in range(0, len(keys), batch)]
+    total = videos * per_video
+    expected = videos * (1 - comb(total - per_video, batch) / comb(total, batch))  # 14.2
+    assert np.mean(distinct) >= expected - 0.6, (np.mean(distinct), expected)
+    passes = []  # the 4 streams split every pass over the shards between them, and each pass is a new split
+    for _ in range(2):
+        cycles = [iter(ShardCycle(settings.shards, s, 4, (0, 0, 2), SampleCounter())) for s in range(4)]
+        passes.append([[next(c) for _ in range(4)] for c in cycles])
+    for dealt in passes:
+        assert sorted(url for stream in dealt for url in stream) == sorted(settings.shards)
+    assert passes[0] == passes[1]  # seeded
+    later = iter(ShardCycle(settings.shards, 0, 4, (0, 0, 2), SampleCounter()))
+    first, second = [next(later) for _ in range(4)], [next(later) for _ in range(4)]
+    assert set(first) != set(second)

@@ -85,7 +85,7 @@ def make_workdir(sharded, upstream: Path, dest: Path, shards: int = 1, **pretrai
 
 
 def _params(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def test_shard_contents_keys_and_manifest(sharded):
                                                    "bottom_to_top"}
     assert all(c["narration"].startswith("a striped square") for c in labelled)
     windows = [c for c in clips if c["source_path"] == "real/bikes.mp4"]
-    assert [c["key"] for c in windows] == ["real_bikes_w0000", "real_bikes_w0001"]  # 6 s cut into 3 s windows
+    assert sorted(c["key"] for c in windows) == ["real_bikes_w0000", "real_bikes_w0001"]  # 6 s cut into 3 s windows
     with tarfile.open(shard_paths(sharded.workdir / "shard")[0]) as tar:
         assert {(m.mtime, m.uname) for m in tar.getmembers()} == {(0, "fils")}  # reproducible tar headers
 
@@ -174,3 +174,38 @@ def test_killed_run_leaves_nothing_visible_and_rerun_resumes(tmp_path, sharded):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{sealed} already done" in rerun.stderr or f"{sealed + 1} already done" in rerun.stderr
     assert _digest(tmp_path / "work") == _digest(sharded.workdir)
+
+
+def test_training_split_is_shuffled_across_shards_and_short_segments_are_kept(tmp_path):
+    """Annotated segments of 8 videos: the training split's shards each mix several videos (a seeded shuffle,
+    not key order), the validation split stays in key order, a 0.1 s segment (one frame; EK-100 has 557 test
+    segments under 0.5 s) is kept, and a missing validation video is a reject row that names its split."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    lines = ["path,label,start,end,split"]
+    for v in range(8):
+        write_video(root / f"v{v}.mp4", gradient_frames(40, 48, 32, seed=v), fps=10)  # 4 s
+        for s in range(6):
+            lines.append(f"v{v}.mp4,{s % 3},{s * 0.6:.1f},{s * 0.6 + 0.5:.1f},train")
+    lines += ["v0.mp4,1,1.0,1.1,validation", "v1.mp4,2,0.0,2.0,validation", "v2.mp4,0,2.0,3.0,validation",
+              "gone.mp4,0,0.0,1.0,validation"]
+    (root / "clips.csv").write_text("\n".join(lines) + "\n")
+    tree = {"workdir": str(tmp_path / "work"),
+            "data": {"source": {"kind": "csv", "root": str(root), "annotations": str(root / "clips.csv")}},
+            "runtime": {"workers": 2, "progress": False},
+            "shard": {"short_side": 32, "min_shards": 4, "min_clip_s": 0.5}}
+    run_pipeline(registry(), load_config(tree=tree), ["shard"])
+    clips = pq.read_table(tmp_path / "work" / "shard" / "clips.parquet").to_pylist()
+    assert len(clips) == 8 * 6 + 3
+    short = next(c for c in clips if c["split"] == "validation" and c["source_path"] == "v0.mp4")
+    assert short["num_frames"] == 1
+    train_shards = shard_paths(tmp_path / "work" / "shard", "train")
+    assert len(train_shards) == 4
+    videos_per_shard = [len({s.meta["source_path"] for s in iter_shard(p)}) for p in train_shards]
+    assert min(videos_per_shard) >= 5, videos_per_shard  # key order would give 2 videos per shard
+    train_keys = [s.key for p in train_shards for s in iter_shard(p)]
+    assert train_keys != sorted(train_keys)
+    val_keys = [s.key for p in shard_paths(tmp_path / "work" / "shard", "validation") for s in iter_shard(p)]
+    assert val_keys == sorted(val_keys)
+    rejects = pq.read_table(tmp_path / "work" / "shard" / "rejects.parquet").to_pylist()
+    assert [(r["source_path"], r["split"], r["clips"]) for r in rejects] == [("gone.mp4", "validation", 1)]

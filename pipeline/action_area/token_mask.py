@@ -1,23 +1,26 @@
 """Action box -> boolean mask over the ViT's space-time tokens, after the crop and flip the loader applied.
 
-The rule is any-overlap (method.md D11): a patch is inside when it shares a positive area with the box, i.e.
+The rule is any-overlap (docs/method.md D11): a patch is inside when it shares a positive area with the box, i.e.
 columns ``floor(x1 / p) .. ceil(x2 / p) - 1`` inclusive. The reference's ``ceil - 2`` dropped the last
-overlapped column and row (bug B5). With no usable box every token is inside, so ActCLIP degrades to
-average pooling over the whole clip rather than over nothing.
+overlapped column and row (bug B5); ``rule="released_code"`` reproduces it, and leaves an empty mask empty so
+that the model's released-code fallback applies. With no usable box every token is inside, so ActCLIP degrades
+to average pooling over the whole clip rather than over nothing.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
 _EPS = 1e-9  # a box edge exactly on a patch edge must not leak into the next patch through rounding
+BoxRule = Literal["any_overlap", "released_code"]
 
 
 def token_mask(box: Sequence[float] | None, input_size: int | tuple[int, int], patch_size: int, num_frames: int,
-               tubelet_size: int, crop: Sequence[float] = FULL_FRAME, flip: bool = False) -> np.ndarray:
+               tubelet_size: int, crop: Sequence[float] = FULL_FRAME, flip: bool = False,
+               rule: BoxRule = "any_overlap") -> np.ndarray:
     """Tokens of a ``num_frames`` clip that overlap ``box``: bool ``(T/tubelet * H/patch * W/patch,)`` in the
     encoder's (time, row, column) order; the box is static over the clip, so every time slice is the same.
 
@@ -43,7 +46,9 @@ def token_mask(box: Sequence[float] | None, input_size: int | tuple[int, int], p
         if x2 > x1 and y2 > y1:
             c0, c1 = math.floor(x1 / patch_size + _EPS), math.ceil(x2 / patch_size - _EPS)
             r0, r1 = math.floor(y1 / patch_size + _EPS), math.ceil(y2 / patch_size - _EPS)
+            if rule == "released_code":
+                c1, r1 = c1 - 1, r1 - 1
             grid[r0:r1, c0:c1] = True
-    if not grid.any():
+    if not grid.any() and (box is None or rule == "any_overlap"):
         grid[:] = True
     return np.tile(grid.reshape(-1), num_frames // tubelet_size)

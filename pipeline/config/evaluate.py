@@ -11,7 +11,7 @@ from pipeline.config.pretrain import SamplingConfig
 
 
 class ViewsConfig(Section):
-    """Multi-view testing (method.md 7.1, D16): softmax averaged over temporal clips x spatial crops."""
+    """Multi-view testing (docs/method.md D16): softmax averaged over temporal clips x spatial crops."""
 
     temporal: int = Field(default=5, ge=1, description="Clips evenly spread over the video (EGTEA: 1).")
     spatial: int = Field(default=3, ge=1, le=3, description="Short side resized to the input size, then 1 "

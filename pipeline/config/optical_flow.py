@@ -14,7 +14,7 @@ DisPreset = Literal["ultrafast", "fast", "medium"]
 
 
 class BoxConfig(Section):
-    """MOFO's motion-boundary box procedure (method.md section 4). Defaults are the reference values except
+    """MOFO's motion-boundary box procedure (docs/method.md). Defaults are the reference values except
     `window` and `outlier_var_frac` (tuned against ground truth, see their descriptions) and the two settings
     the reference has no counterpart for (`support_frac`, `tight`)."""
 

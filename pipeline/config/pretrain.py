@@ -8,16 +8,39 @@ ranks x loader workers, so keep them fixed while a run is resumed if it must be 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
+from pipeline.action_area.token_mask import BoxRule
 from pipeline.config.base import Section
+
+# The released code's behaviour, point by point (docs/released_code.md): a reproduction aid, never the default.
+RELEASED_CODE_PRESET: dict[str, dict[str, Any]] = {
+    "model": {"target_source": "tube_embedding", "actclip_source": "tube_embedding"},  # B3
+    "loss": {"feature_pairing": "released_code",  # B1
+             "actclip_normalize": False, "gather_negatives": False,  # B4
+             "actclip_fallback": "released_code"},  # B5
+    "optim": {"ema_update": "epoch", "grad_clip": None},  # B2
+    "trainer": {"precision": "fp16"},  # AMP fp16 + GradScaler
+    "data": {"box_rule": "released_code"},  # B5
+}
+
+
+def _under(preset: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with the preset's values filled in where it sets nothing (what the user writes wins)."""
+    merged = dict(given)
+    for key, value in preset.items():
+        if isinstance(value, dict):
+            merged[key] = _under(value, dict(given.get(key) or {}))
+        else:
+            merged.setdefault(key, value)
+    return merged
 
 
 class SamplingConfig(Section):
-    """Which frames of a clip form the input (method.md section 6)."""
+    """Which frames of a clip form the input (docs/method.md)."""
 
     mode: Literal["stride", "segment"] = Field(
         default="stride", description="`stride`: model.num_frames frames `stride` apart from a random start "
@@ -63,6 +86,10 @@ class PretrainDataConfig(Section):
         default="centre", description="Clip without a usable action box (no row, status `failed`): use the centre "
         "box covering the middle 50 % (SSv2 loader) or skip the clip.",
     )
+    box_rule: BoxRule = Field(
+        default="any_overlap", description="Action box -> tokens: any-overlap (D11) or the released code's "
+        "off-by-one rule that drops the last covered column and row (B5).",
+    )
     seed: int = Field(default=0, description="Seed of shard order, shuffling, frame sampling, crops and masks.")
 
 
@@ -107,6 +134,11 @@ class TrainerSettings(TrainerConfig):
 
 
 class PretrainSection(Section):
+    variant: Literal["fils", "released_code"] = Field(
+        default="fils", description="`released_code` fills in the released code's behaviour (bugs B1-B5, per-GPU "
+        "negatives, fp16) wherever the config sets nothing: to reproduce its numbers or attribute a gap to them, "
+        "never for new results (docs/released_code.md).",
+    )
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
@@ -119,6 +151,13 @@ class PretrainSection(Section):
     data: PretrainDataConfig = PretrainDataConfig()
     loader: LoaderConfig = LoaderConfig()
     launch: LaunchConfig = LaunchConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_variant(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("variant") == "released_code":
+            return _under(RELEASED_CODE_PRESET, data)
+        return data
 
     @model_validator(mode="after")
     def _one_length(self) -> "PretrainSection":
@@ -136,6 +175,8 @@ class PretrainSection(Section):
         steps_per_epoch = num_clips / batch
         total = self.trainer.total_steps or math.ceil(self.epochs * steps_per_epoch)  # type: ignore[operator]
         warmup = self.optim.warmup_steps if self.warmup_epochs is None else round(self.warmup_epochs * steps_per_epoch)
-        trainer = TrainerConfig(**(self.trainer.model_dump() | {"total_steps": max(1, total)}))
+        trainer = TrainerConfig(**(self.trainer.model_dump() | {
+            "total_steps": max(1, total),
+            "steps_per_epoch": self.trainer.steps_per_epoch or max(1, num_clips // batch)}))
         optim = self.optim.model_copy(update={"warmup_steps": warmup})
         return PretrainConfig(model=self.model, loss=self.loss, optim=optim, trainer=trainer)

@@ -1,6 +1,6 @@
 """The standard action-recognition metrics, written out so that every number is auditable.
 
-No offsets, no re-mapping (method.md B6/B7): top-k accuracy, mean-class accuracy (mean per-class recall over
+No offsets, no re-mapping (docs/method.md B6/B7): top-k accuracy, mean-class accuracy (mean per-class recall over
 classes present in the ground truth), confusion matrix, Charades mAP (LaViLa's ``charades_map``: clips without any
 positive are ignored, AP averaged over classes with positives) and EPIC-KITCHENS verb/noun scores obtained by
 marginalising action probabilities.

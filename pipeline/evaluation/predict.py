@@ -3,7 +3,7 @@ softmax (sigmoid for multi-label) is averaged. A clip that cannot be decoded is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,17 +89,27 @@ def view_batches(samples: Iterable[ShardSample], model_cfg: ModelConfig, head: H
 
 
 @torch.no_grad()
-def predict(model: VideoClassifier, samples: Iterable[ShardSample], views: ViewsConfig, sampling: SamplingConfig,
-            batch_size: int, device: torch.device, backend: str = "auto") -> Predictions:
-    """View-averaged probabilities of every labelled, decodable clip in ``samples``."""
-    model.eval().to(device)
-    multi = model.head_cfg.task == "multi_label"
-    out = Predictions()
-    for batch in view_batches(samples, model.cfg, model.head_cfg, views, sampling, batch_size, out.excluded, backend):
+def predict(models: Mapping[str, VideoClassifier], samples: Iterable[ShardSample], views: ViewsConfig,
+            sampling: SamplingConfig, batch_size: int, device: torch.device, backend: str = "auto"
+            ) -> dict[str, Predictions]:
+    """View-averaged probabilities of every labelled, decodable clip in ``samples``, for each named model (the
+    views are decoded once for all of them; the models share the encoder config and head)."""
+    first = next(iter(models.values()))
+    outs = {name: Predictions() for name in models}
+    for model in models.values():
+        model.eval().to(device)
+    multi = first.head_cfg.task == "multi_label"
+    excluded: list[dict[str, str]] = []
+    for batch in view_batches(samples, first.cfg, first.head_cfg, views, sampling, batch_size, excluded, backend):
         clips = len(batch["keys"])
-        out.keys += batch["keys"]
-        for name, values in model(batch["video"].to(device)).items():
-            per_clip = values.float().cpu().numpy().reshape(clips, -1, values.shape[-1])
-            out.scores.setdefault(name, []).extend(average_views(per_clip, multi))
-            out.targets.setdefault(name, []).extend(batch[target_key(name)].numpy())
-    return out
+        video = batch["video"].to(device)
+        for name, model in models.items():
+            out = outs[name]
+            out.keys += batch["keys"]
+            for head, values in model(video).items():
+                per_clip = values.float().cpu().numpy().reshape(clips, -1, values.shape[-1])
+                out.scores.setdefault(head, []).extend(average_views(per_clip, multi))
+                out.targets.setdefault(head, []).extend(batch[target_key(head)].numpy())
+    for out in outs.values():
+        out.excluded = excluded
+    return outs

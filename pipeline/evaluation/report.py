@@ -19,16 +19,29 @@ def _fmt(value: float) -> str:
     return "n/a" if np.isnan(value) else f"{100 * value:.2f}"
 
 
+def excluded_clips(excluded: list[dict[str, Any]]) -> int:
+    """Clips behind the exclusion rows (a row for a whole rejected video stands for all of its clips)."""
+    return sum(e.get("clips", 1) for e in excluded)
+
+
 def render_report(*, benchmark: str, checkpoint: str, checkpoint_path: str, protocol: str, views: str,
                   clips: int, scored: Scored, excluded: list[dict[str, str]], class_names: list[str],
-                  figures: list[Path], history: list[dict[str, Any]], top_classes: int) -> str:
+                  figures: list[Path], history: list[dict[str, Any]], top_classes: int,
+                  ema_metrics: dict[str, float] | None = None) -> str:
     lines = [f"# Evaluation: {benchmark}", "",
              f"* checkpoint `{checkpoint}` ({checkpoint_path}), protocol **{protocol}**",
              f"* {clips} clips scored, views {views} (temporal x spatial, probabilities averaged)",
-             f"* {len(excluded)} clips excluded (could not be decoded)", "", "## Metrics (%)", ""]
-    lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in scored.metrics.items()])
+             f"* **{excluded_clips(excluded)} clips of the split excluded** (rejected by the shard stage or undecodable): the "
+             "metrics are over the scored clips only" if excluded else "* every clip of the split was scored",
+             "", "## Metrics (%)", ""]
+    if ema_metrics is None:
+        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in scored.metrics.items()])
+    else:
+        lines += _table(["metric", "trained weights", "model EMA"],
+                        [[k, _fmt(v), _fmt(ema_metrics.get(k, float("nan")))] for k, v in scored.metrics.items()])
     if excluded:
-        lines += ["", "## Excluded clips", ""] + _table(["clip", "reason"], [[e["key"], e["reason"]] for e in excluded])
+        lines += ["", "## Excluded clips", ""] + _table(["clip", "clips", "reason"],
+                                                        [[e["key"], e.get("clips", 1), e["reason"]] for e in excluded])
     for head, values in scored.per_class.items():
         support = scored.confusion[head].sum(axis=1) if head in scored.confusion else np.ones(len(values))
         present = np.flatnonzero(~np.isnan(values))

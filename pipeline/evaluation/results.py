@@ -26,8 +26,9 @@ RESULT_SCHEMA = pa.schema([
     pa.field("value", pa.float64(), nullable=False),
     pa.field("views", pa.string(), nullable=False),  # temporal x spatial, e.g. 5x3
     pa.field("clips", pa.int64()),  # clips scored
+    pa.field("excluded", pa.int64()),  # clips of the split not scored (rejected by the shard stage, undecodable)
     pa.field("timestamp", pa.timestamp("s", tz="UTC"), nullable=False),
-], metadata={"fils.table": "results", "fils.schema_version": "1"})
+], metadata={"fils.table": "results", "fils.schema_version": "2"})
 
 EvalKey = tuple[str, str, str, str]  # benchmark, checkpoint, protocol, views
 
@@ -46,11 +47,11 @@ def checkpoint_fingerprint(path: Path) -> str:
 
 
 def result_rows(benchmark: str, checkpoint: str, checkpoint_path: Path, protocol: str, views: str,
-                metrics: dict[str, float], clips: int) -> list[dict[str, Any]]:
+                metrics: dict[str, float], clips: int, excluded: int) -> list[dict[str, Any]]:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     return [{"benchmark": benchmark, "checkpoint": checkpoint, "checkpoint_path": str(checkpoint_path),
              "protocol": protocol, "metric": name, "value": float(value), "views": views, "clips": clips,
-             "timestamp": now} for name, value in metrics.items()]
+             "excluded": excluded, "timestamp": now} for name, value in metrics.items()]
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:

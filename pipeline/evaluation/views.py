@@ -1,4 +1,4 @@
-"""Deterministic test views of a clip: temporal clips spread over the video x spatial crops (method.md 7.1).
+"""Deterministic test views of a clip: temporal clips spread over the video x spatial crops (docs/method.md).
 
 Temporal: in ``stride`` sampling, windows of ``frames x stride`` evenly spaced from the first to the last
 possible start (SSv2's AdaptiveTemporalCrop); in ``segment`` sampling (EK-100 TSN), the whole clip split into

@@ -5,9 +5,11 @@ Determinism, so that a resumed run sees exactly the batches of an uninterrupted 
 * Steps are dealt round-robin to ``W`` *logical* loader workers (step ``s`` -> worker ``s % W``); an attempt that
   starts at step ``s0`` gives physical worker ``p`` the steps ``s0 + p, s0 + p + W, ...``, which keeps the
   DataLoader's round-robin order equal to the step order.
-* Each (rank, logical worker) reads its own subset of shards (``shards[rank::ranks][worker::W]``, as
-  ``wds.split_by_node`` then ``wds.split_by_worker``), resampled forever in a seeded order, several shards at
-  once (``interleave_shards``) and through a seeded shuffle buffer.
+* Every (rank, logical worker) stream draws from all shards: each pass over the data deals a fresh seeded
+  permutation of all shards round-robin to the ``S = ranks x W`` streams (the same permutation on every stream, so
+  a pass still reads each shard once), and a stream reads its shards several at once (``interleave_shards``)
+  through a seeded shuffle buffer. With the shard stage's seeded global shuffle of the training split, a batch is
+  then a random sample of the dataset, not neighbouring clips of a few videos (false ActCLIP negatives).
 * The stream restarts, freshly seeded, every ``segment_steps`` steps (the checkpoint interval), so a run resumed
   from a regular checkpoint needs no fast-forwarding; inside a segment it skips the raw samples already used.
 * Every random draw comes from a generator seeded by (seed, stream, segment, raw sample index), masks by
@@ -79,14 +81,18 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Layout:
-    """Ranks x logical loader workers; every (rank, worker) pair is one stream with its own shards."""
+    """Ranks x logical loader workers; every (rank, worker) pair is one stream."""
 
     rank: int
     world_size: int
     workers: int  # logical workers per rank, >= 1
 
-    def stream_shards(self, shards: tuple[str, ...], worker: int) -> tuple[str, ...]:
-        return shards[self.rank :: self.world_size][worker :: self.workers]
+    @property
+    def streams(self) -> int:
+        return self.world_size * self.workers
+
+    def stream_index(self, worker: int) -> int:
+        return worker * self.world_size + self.rank
 
 
 @dataclass(frozen=True)
@@ -123,28 +129,39 @@ class SampleCounter(Counter):
             yield sample
 
 
-class ShardCycle(IterableDataset):
-    """Endless seeded resampling of a stream's shards, each pass a fresh permutation (wds' ``resampled``
-    mode, but reproducible); a pass that yields no sample at all is an error instead of an endless loop."""
+class ShardCycle:
+    """Endless shard URLs of one stream: pass ``p`` permutes all shards with a seed shared by every stream and
+    takes every ``streams``-th from ``stream`` on, so the streams split each pass and each stream sees every shard
+    over the passes. A pass that adds no raw sample at all is an error instead of an endless loop."""
 
-    def __init__(self, shards: tuple[str, ...], seed: int, counter: SampleCounter) -> None:
-        self.shards, self.seed, self.counter = shards, seed, counter
+    def __init__(self, shards: tuple[str, ...], stream: int, streams: int, seed: tuple[int, ...],
+                 counter: SampleCounter) -> None:
+        self.shards, self.stream, self.streams, self.seed, self.counter = shards, stream, streams, seed, counter
 
-    def __iter__(self) -> Iterator[dict[str, str]]:
-        rng = random.Random(self.seed)
-        marks = [-1, -1]  # raw count at the start of the last two passes (the tar reader holds one sample back)
-        while self.counter["raw"] > marks[0]:
+    def __iter__(self) -> Iterator[str]:
+        marks = [-1, -1]  # raw count at the start of the last two passes (readers hold samples back)
+        for pass_index in itertools.count():
+            if self.counter["raw"] <= marks[0]:
+                raise StreamError(f"shards {list(self.shards)} hold no readable sample "
+                                  f"({self.counter['unreadable']} errors)")
             marks = [marks[1], self.counter["raw"]]
-            for url in rng.sample(self.shards, len(self.shards)):
-                yield {"url": url}
-        raise StreamError(f"shards {list(self.shards)} hold no readable sample ({self.counter['unreadable']} errors)")
+            order = random.Random(seed_of(*self.seed, pass_index)).sample(self.shards, len(self.shards))
+            yield from order[self.stream :: self.streams]
 
 
-def interleave(readers: list[Iterable[dict[str, Any]]], rng: random.Random) -> Iterator[dict[str, Any]]:
-    """Samples drawn at random from several endless shard readers."""
-    iterators = [iter(r) for r in readers]
+def interleave_shards(urls: Iterator[str], ways: int, rng: random.Random,
+                      counter: SampleCounter) -> Iterator[dict[str, Any]]:
+    """Samples drawn at random from ``ways`` shards open at once; an exhausted shard is replaced by the next URL."""
+    read = wds.tarfile_to_samples(handler=counter.tar_error)
+    open_shards: list[Iterator[dict[str, Any]]] = []
     while True:
-        yield next(iterators[rng.randrange(len(iterators))])
+        while len(open_shards) < ways:
+            open_shards.append(iter(read(iter([{"url": next(urls)}]))))
+        index = rng.randrange(len(open_shards))
+        try:
+            yield next(open_shards[index])
+        except StopIteration:
+            open_shards.pop(index)
 
 
 class ClipBatchStream(IterableDataset):
@@ -174,25 +191,28 @@ class ClipBatchStream(IterableDataset):
 
     def _segment(self, worker: int, segment: int, steps: list[int], skip: int,
                  counter: SampleCounter) -> Iterator[dict[str, Any]]:
-        cfg, layout = self.settings.data, self.layout
-        stream = worker * layout.world_size + layout.rank
-        shards = layout.stream_shards(self.settings.shards, worker)
-        ways = max(1, min(cfg.interleave_shards, len(shards)))
-        readers = [wds.DataPipeline(ShardCycle(shards[i::ways], seed_of(cfg.seed, stream, segment, 10 + i), counter),
-                                    wds.tarfile_to_samples(handler=counter.tar_error)) for i in range(ways)]
-        raw = wds.DataPipeline(
-            partial(interleave, readers, random.Random(seed_of(cfg.seed, stream, segment, 0))),
-            counter.count_raw,
-            wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
-                        rng=random.Random(seed_of(cfg.seed, stream, segment, 1))),
-        )
-        indexed = enumerate(itertools.islice(raw, skip, None), start=skip)
+        cfg = self.settings.data
+        indexed = enumerate(itertools.islice(self.raw_samples(worker, segment, counter), skip, None), start=skip)
+        stream = self.layout.stream_index(worker)
         prepared = ((i, self._prepare(sample, (cfg.seed, stream, segment, i), counter)) for i, sample in indexed)
         good = ((i, s) for i, s in prepared if s is not None)
         for step in steps:
             items = list(itertools.islice(good, self.settings.local_batch))
             yield self._collate([s for _, s in items], step) | {
                 "worker": worker, "segment": segment, "cursor": items[-1][0] + 1, "counts": dict(counter)}
+
+    def raw_samples(self, worker: int, segment: int, counter: SampleCounter) -> Iterator[dict[str, Any]]:
+        """The encoded samples (``__key__``, ``mp4``, ``json``) of one logical worker's stream in one segment."""
+        cfg, layout, shards = self.settings.data, self.layout, self.settings.shards
+        stream = layout.stream_index(worker)
+        urls = iter(ShardCycle(shards, stream, layout.streams, (cfg.seed, segment, 2), counter))
+        ways = max(1, min(cfg.interleave_shards, len(shards) // layout.streams))
+        return iter(wds.DataPipeline(
+            partial(interleave_shards, urls, ways, random.Random(seed_of(cfg.seed, stream, segment, 0)), counter),
+            counter.count_raw,
+            wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
+                        rng=random.Random(seed_of(cfg.seed, stream, segment, 1))),
+        ))
 
     def _prepare(self, raw: dict[str, Any], seed: tuple[int, ...], counter: SampleCounter) -> dict[str, Any] | None:
         """Decode, sample, crop/flip and mask one clip; None (counted) when it cannot be used."""
@@ -219,7 +239,7 @@ class ClipBatchStream(IterableDataset):
         height, width = frames.shape[1:3]
         crop = random_crop_flip(width, height, cfg.augment, rng)
         action = token_mask(crop_box(box, crop, width, height), model.img_size, model.patch_size,
-                            model.num_frames, model.tubelet_size)
+                            model.num_frames, model.tubelet_size, rule=cfg.box_rule)
         counter["good"] += 1
         return {"video": normalise(apply_crop_flip(frames, crop, model.img_size)),
                 "action_tokens": torch.from_numpy(action),

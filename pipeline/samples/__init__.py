@@ -15,7 +15,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.samples.synthetic import DEFAULT_CLASSES, make_clip
+import numpy as np
+
+from pipeline.samples.captions import noisy_caption
+from pipeline.samples.synthetic import DEFAULT_CLASSES, Look, make_clip
 from pipeline.video.encode import H264Writer
 
 REAL_DIR = Path(__file__).parent / "real"
@@ -39,6 +42,8 @@ class SampleSettings:
     validation_every: int = 4  # every n-th clip of a class goes to the validation split
     real: bool = True
     seed: int = 0
+    looks: bool = False  # independent random colour, shape, speed and background per clip (else a striped square)
+    caption_accuracy: float | None = None  # noisy captions (pipeline.samples.captions): motion right this often
 
 
 def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Path:
@@ -49,9 +54,16 @@ def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Pat
         folder = out / "synthetic" / motion
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(settings.clips_per_class):
-            clip = make_clip(motion, seed=settings.seed * 100_003 + c * 1000 + i, width=settings.width,
-                             height=settings.height, frames=settings.frames,
-                             pan_px_per_frame=settings.pan_px_per_frame)
+            seed = settings.seed * 100_003 + c * 1000 + i
+            rng = np.random.default_rng([seed, 7])
+            look = Look.draw(rng) if settings.looks else None
+            clip = make_clip(motion, seed=seed, width=settings.width, height=settings.height, frames=settings.frames,
+                             pan_px_per_frame=settings.pan_px_per_frame, look=look)
+            truth = {"motion": motion} | (look.__dict__ if look else {})
+            if settings.caption_accuracy is not None:
+                noisy = noisy_caption(motion, look or Look("square", "striped", "fast", "coarse"), settings.classes,
+                                      settings.caption_accuracy, rng)
+                clip.caption, truth["described_motion"] = noisy.text, noisy.described_motion
             name = f"{motion}_{i:03d}"
             writer = H264Writer(folder / f"{name}.mp4", settings.width, settings.height, settings.fps,
                                 gop=8, crf=16, preset="veryfast")
@@ -59,7 +71,7 @@ def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Pat
                 writer.write(frame)
             writer.close()
             (folder / f"{name}.boxes.json").write_text(json.dumps(
-                {"fps": settings.fps, "boxes": clip.boxes.round(5).tolist(), "caption": clip.caption}))
+                {"fps": settings.fps, "boxes": clip.boxes.round(5).tolist(), "caption": clip.caption, "factors": truth}))
             split = "validation" if settings.validation_every and (i + 1) % settings.validation_every == 0 else "train"
             rows.append({"path": f"synthetic/{motion}/{name}.mp4", "label": motion, "text": clip.caption,
                          "split": split})

@@ -23,6 +23,28 @@ MOTIONS = {
 }
 DEFAULT_CLASSES = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top", "circle")
 
+# Independent factors of a clip's look (``Look``): each drawn on its own, so a probe of one factor (motion, speed)
+# cannot read it off another (colour, shape, background).
+SHAPES = ("square", "disc", "diamond")
+COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (235, 210, 40),
+           "purple": (150, 60, 200)}
+SPEEDS = {"slow": 0.5, "fast": 1.0}  # fraction of the free span the object travels over the clip
+BACKGROUNDS = {"coarse": 12, "fine": 5}  # texture cell size of the background
+TINT = 0.8  # weight of the object's colour over its texture
+
+
+@dataclass(frozen=True)
+class Look:
+    shape: str
+    colour: str
+    speed: str
+    background: str
+
+    @staticmethod
+    def draw(rng: np.random.Generator) -> "Look":
+        return Look(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SPEEDS))),
+                    str(rng.choice(list(BACKGROUNDS))))
+
 
 @dataclass
 class SyntheticClip:
@@ -41,39 +63,62 @@ def texture(rng: np.random.Generator, height: int, width: int, cell: int) -> np.
 
 
 def _trajectory(motion: str, t: np.ndarray, width: int, height: int, size: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corner of the object over normalised time ``t`` in [0, 1]."""
+                rng: np.random.Generator, travel: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corner of the object over normalised time ``t`` in [0, 1]; ``travel`` < 1 covers that fraction
+    of the free span from a random start (a slower object), or of the loop."""
     margin = size // 4
     span_x, span_y = width - size - 2 * margin, height - size - 2 * margin
     fixed_x = margin + rng.uniform(0.2, 0.8) * span_x
     fixed_y = margin + rng.uniform(0.2, 0.8) * span_y
+    if travel < 1.0:
+        start_x, start_y = (margin + rng.uniform(0, 1 - travel) * span for span in (span_x, span_y))
+    else:
+        start_x, start_y = margin, margin
     if motion == "left_to_right":
-        return margin + t * span_x, np.full_like(t, fixed_y)
+        return start_x + t * travel * span_x, np.full_like(t, fixed_y)
     if motion == "right_to_left":
-        return margin + (1 - t) * span_x, np.full_like(t, fixed_y)
+        return start_x + (1 - t) * travel * span_x, np.full_like(t, fixed_y)
     if motion == "top_to_bottom":
-        return np.full_like(t, fixed_x), margin + t * span_y
+        return np.full_like(t, fixed_x), start_y + t * travel * span_y
     if motion == "bottom_to_top":
-        return np.full_like(t, fixed_x), margin + (1 - t) * span_y
+        return np.full_like(t, fixed_x), start_y + (1 - t) * travel * span_y
     if motion == "circle":
         phase = rng.uniform(0, 2 * np.pi)
-        return (margin + span_x / 2 + 0.45 * span_x * np.cos(phase + 2 * np.pi * t),
-                margin + span_y / 2 + 0.45 * span_y * np.sin(phase + 2 * np.pi * t))
+        turn = 2 * np.pi * travel
+        return (margin + span_x / 2 + 0.45 * span_x * np.cos(phase + turn * t),
+                margin + span_y / 2 + 0.45 * span_y * np.sin(phase + turn * t))
     if motion == "static":
         return np.full_like(t, fixed_x), np.full_like(t, fixed_y)
     raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
 
 
+def _shape_mask(shape: str, size: int) -> np.ndarray:
+    centre = (size - 1) / 2
+    y, x = np.mgrid[:size, :size]
+    if shape == "square":
+        return np.ones((size, size), bool)
+    if shape == "disc":
+        return (x - centre) ** 2 + (y - centre) ** 2 <= (size / 2) ** 2
+    if shape == "diamond":
+        return np.abs(x - centre) + np.abs(y - centre) <= size / 2
+    raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+
+
 def make_clip(motion: str, seed: int, width: int = 160, height: int = 120, frames: int = 32,
-              pan_px_per_frame: float = 0.0) -> SyntheticClip:
+              pan_px_per_frame: float = 0.0, look: Look | None = None) -> SyntheticClip:
+    """One clip; without ``look`` the object is a striped textured square crossing the whole frame."""
     rng = np.random.default_rng(seed)
     size = int(min(width, height) * rng.uniform(0.28, 0.36))
     pan_total = int(np.ceil(abs(pan_px_per_frame) * frames)) + 1
-    canvas = texture(rng, height, width + pan_total, cell=12)
+    canvas = texture(rng, height, width + pan_total, cell=12 if look is None else BACKGROUNDS[look.background])
     sprite = texture(rng, size, size, cell=4)
     sprite[::8, :] = 255 - sprite[::8, :]  # stripes: the object looks unlike the background
+    inside = np.ones((size, size), bool)
+    if look is not None:  # tinted towards its colour, cut to its shape (the background shows around it)
+        sprite = ((1 - TINT) * sprite + TINT * np.array(COLOURS[look.colour])).astype(np.uint8)
+        inside = _shape_mask(look.shape, size)
     t = np.linspace(0.0, 1.0, frames)
-    xs, ys = _trajectory(motion, t, width, height, size, rng)
+    xs, ys = _trajectory(motion, t, width, height, size, rng, 1.0 if look is None else SPEEDS[look.speed])
     video = np.empty((frames, height, width, 3), np.uint8)
     boxes = np.empty((frames, 4), np.float64)
     for i in range(frames):
@@ -81,10 +126,11 @@ def make_clip(motion: str, seed: int, width: int = 160, height: int = 120, frame
         cam = offset if pan_px_per_frame >= 0 else pan_total - 1 - offset
         frame = canvas[:, cam:cam + width].copy()
         x, y = int(round(xs[i])), int(round(ys[i]))
-        frame[y:y + size, x:x + size] = sprite
+        patch = frame[y:y + size, x:x + size]
+        patch[inside] = sprite[inside]
         video[i] = frame
         boxes[i] = (x / width, y / height, (x + size) / width, (y + size) / height)
-    caption = f"a striped square {MOTIONS[motion]}"
+    caption = f"a striped square {MOTIONS[motion]}" if look is None else f"a {look.colour} {look.shape} {MOTIONS[motion]}"
     if pan_px_per_frame:
         caption += " while the camera pans"
     return SyntheticClip(video, boxes, motion, caption)

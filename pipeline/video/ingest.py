@@ -67,7 +67,9 @@ def encode_clips(src: Path, requests: list[ClipRequest], out_dir: Path, settings
     """Encode the requested clips of ``src`` into ``out_dir/<key>.mp4``.
 
     Returns the source info, the encoded clips and ``{request key: reason}`` for requests that gave no
-    usable clip (outside the video, shorter than ``min_clip_s``).
+    clip (outside the video). ``min_clip_s`` drops only the windows of windowed requests (the short tail of an
+    unlabelled video): an annotated segment is never dropped for being short, it gets at least one frame and the
+    loaders repeat frames to fill the model's input, as the peers do.
     """
     def wanted(t: float) -> bool:
         # The frame on screen at a clip's start can precede it by a frame interval (more on VFR sources).
@@ -100,7 +102,8 @@ def encode_clips(src: Path, requests: list[ClipRequest], out_dir: Path, settings
     def emit(shown: np.ndarray, until: float) -> None:
         """Write ``shown`` to every open clip for the grid times before ``until``."""
         for clip in list(open_clips):
-            while clip.next_t(fps) < until - _EPS and (clip.end is None or clip.next_t(fps) < clip.end - _EPS):
+            while clip.next_t(fps) < until - _EPS and (clip.end is None or clip.next_t(fps) < clip.end - _EPS
+                                                        or clip.frames == 0):
                 if clip.writer is None:
                     clip.writer = H264Writer(clip.path, shown.shape[1], shown.shape[0], fps, settings.gop,
                                              settings.crf, settings.preset)
@@ -129,10 +132,8 @@ def encode_clips(src: Path, requests: list[ClipRequest], out_dir: Path, settings
     failures: dict[str, str] = {}
     usable: list[EncodedClip] = []
     for clip in done:
-        if clip.frames / fps + _EPS < min_clip_s:
-            clip.path.unlink(missing_ok=True)
-            if not clip.key.startswith(f"{clip.request_key}_w"):
-                failures[clip.request_key] = f"clip shorter than min_clip_s ({clip.frames} frames at {fps:g} fps)"
+        if clip.key != clip.request_key and clip.frames / fps + _EPS < min_clip_s:
+            clip.path.unlink(missing_ok=True)  # the short last window of an unlabelled video
         else:
             usable.append(clip)
     produced = {c.request_key for c in done}
