@@ -128,7 +128,5 @@ class FILSModel(nn.Module):
             projected, select = self.projector(tokens), action
         else:
             projected, select = self.projector(visible), keep_tokens(action, ~batch["mask"])
-        fallback_rate = (~select.any(dim=1)).float().mean()
-        if strategy == "average":
-            fallback_rate = torch.zeros_like(fallback_rate)
-        return pool_tokens(projected, select, strategy, self.loss_cfg.actclip_fallback), fallback_rate
+        empty = ~select.any(dim=1) if strategy != "average" else select.new_zeros(len(select))
+        return pool_tokens(projected, select, strategy, self.loss_cfg.actclip_fallback), empty.float().mean()
