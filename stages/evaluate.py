@@ -86,7 +86,6 @@ def shard_rejects(shard_dir: Path, split: str) -> list[dict[str, str]]:
              "clips": r["clips"]} for r in rows if r["split"] == split]
 
 
-
 def class_names(shard_dir: Path) -> list[str]:
     """Index -> name of the single-label / action classes, from clips.parquet."""
     table = read_clips(shard_dir, ["label", "label_name"]).to_pydict()
@@ -136,7 +135,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     for unit in units:
         if unit.id not in failures:
             excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
-    excluded += shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split)
+    excluded = [{"clips": 1} | e for e in excluded] + shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split)
     weights = classifier_dirs(ctx.upstream_dir("finetune"))
     results = {name: _score_weights(ctx, units, name, path) for name, path in weights.items()}
     if results.get(CLASSIFIER_DIR) is None:
