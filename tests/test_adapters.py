@@ -142,3 +142,15 @@ def test_splits_filter(tmp_path):
     _touch(tmp_path / "test" / "a" / "y.mp4")
     clips = list_clips(SourceConfig(kind="folder", root=tmp_path, splits=["test"])).clips
     assert [c.key for c in clips] == ["test_a_y"]
+
+
+def test_colliding_clip_keys_are_a_clear_error_naming_the_files(tmp_path):
+    """``a.mp4`` next to ``a.mkv``, or names that differ only in characters a key cannot hold, would overwrite
+    each other in the shards (duplicate tar members, every later stage failing): refused at listing time."""
+    for name in ("a.mp4", "a.mkv", "é.mp4", "è.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(AnnotationError, match="2 clip key collision") as info:
+        list_clips(SourceConfig(kind="folder", root=tmp_path))
+    message = str(info.value)
+    assert "'a.mkv' and 'a.mp4'" in message and "rename" in message
+    assert "'è.mp4'" in message and "'é.mp4'" in message
