@@ -24,7 +24,7 @@ from pipeline.config import FilsConfig
 from pipeline.evaluation import plots
 from pipeline.evaluation.predict import Predictions, predict
 from pipeline.evaluation.report import excluded_clips, render_report
-from pipeline.evaluation.results import append_results, checkpoint_fingerprint, read_results, result_rows, write_rows
+from pipeline.evaluation.results import checkpoint_fingerprint, read_results, record_results, result_rows, write_rows
 from pipeline.evaluation.scoring import Scored, score
 from pipeline.manifest import REJECTS_FILE, read_clips, write_table
 from pipeline.runner import StageError
@@ -152,7 +152,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
     table = results_path(cfg)
-    append_results(table, rows)
+    record_results(table, rows)
     names = class_names(ctx.upstream_dir("shard"))
     figures = write_figures(scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
                             ctx.workdir / "pretrain" / "metrics.csv")

@@ -21,7 +21,7 @@ from pipeline.config import FilsConfig
 from pipeline.evaluation import plots
 from pipeline.evaluation.predict import predict
 from pipeline.evaluation.results import (
-    append_results, checkpoint_fingerprint, evaluated_keys, read_results, result_rows, weights_file,
+    checkpoint_fingerprint, evaluated_keys, read_results, record_results, result_rows, weights_file,
 )
 from pipeline.evaluation.scoring import score
 from pipeline.finetune_data import action_map, labelled_count
@@ -120,7 +120,7 @@ def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepRe
             result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"
             continue
         rows = result_rows(benchmark, fingerprint, checkpoint, protocol, views, metrics, clips, excluded)
-        append_results(table, rows)
+        record_results(table, rows)
         done.add((benchmark, fingerprint, protocol, views))
         result.evaluated.append(checkpoint)
         result.rows += rows

@@ -68,6 +68,8 @@ def test_evaluate_reports_and_excludes_a_corrupt_clip(probed, tmp_path):
     assert {r["metric"] for r in metrics} == {"top1", "mean_class_accuracy"}
     assert {r["views"] for r in metrics} == {"2x1"} and all(0 <= r["value"] <= 1 for r in metrics)
     assert len(read_results(work / "results" / "results.parquet")) == len(metrics)
+    run_pipeline(registry(), cfg, ["evaluate"], force={"evaluate"})  # a forced re-evaluation replaces its rows
+    assert len(read_results(work / "results" / "results.parquet")) == len(metrics)
 
 
 def test_sweep_skips_evaluated_checkpoints_and_picks_up_a_new_one(probed, tmp_path):

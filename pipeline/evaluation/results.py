@@ -1,5 +1,5 @@
-"""The results table: one row per (benchmark, checkpoint, protocol, views, metric) evaluation, appended across
-runs in a parquet file outside any stage folder. Appends hold an exclusive lock and replace the file atomically,
+"""The results table: one row per (benchmark, checkpoint, protocol, views, metric) evaluation, kept across
+runs in a parquet file outside any stage folder. Writes hold an exclusive lock and replace the file atomically,
 so the evaluate stage and the nightly sweep can run side by side."""
 from __future__ import annotations
 
@@ -73,11 +73,18 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def append_results(path: Path, rows: list[dict[str, Any]]) -> None:
+def _row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return row["benchmark"], row["checkpoint"], row["protocol"], row["views"], row["metric"]
+
+
+def record_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Add ``rows``, replacing any row of the same evaluation (benchmark, checkpoint, protocol, views, metric):
+    a rerun or a forced re-evaluation updates its rows instead of duplicating them."""
     path = Path(path)
+    replaced = {_row_key(r) for r in rows}
     with _locked(path):
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        write_rows(read_results(path) + rows, tmp)
+        write_rows([r for r in read_results(path) if _row_key(r) not in replaced] + rows, tmp)
         os.replace(tmp, path)
 
 
