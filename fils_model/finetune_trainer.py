@@ -76,7 +76,7 @@ class FinetuneTrainer:
         latest = self.checkpoints.latest()
         if latest is not None:
             self.load(latest)
-        self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=False)
+        self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=False, resume_step=self.step)
 
     @property
     def ema_model(self) -> VideoClassifier | None:

@@ -6,8 +6,22 @@ import csv
 from pathlib import Path
 
 
+def _truncate_after(path: Path, step: int) -> None:
+    """Drop the rows logged after ``step``: a run resumed from that checkpoint logs them again."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(kept) != len(rows):
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+        tmp.replace(path)
+
+
 class MetricLogger:
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    """``resume_step``: the step the run resumes from; rows an interrupted attempt logged after it are dropped."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0) -> None:
         self.enabled = enabled
         self._writer = None
         if not enabled:
@@ -15,6 +29,8 @@ class MetricLogger:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = run_dir / "metrics.csv"
         fresh = not self.csv_path.exists()
+        if not fresh:
+            _truncate_after(self.csv_path, resume_step)
         self._file = self.csv_path.open("a", newline="")
         self._csv = csv.writer(self._file)
         if fresh:

@@ -73,7 +73,8 @@ class Trainer:
         latest = self.checkpoints.latest()
         if latest is not None:
             self.load(latest)
-        self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=tcfg.tensorboard)
+        self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=tcfg.tensorboard,
+                                   resume_step=self.step)
 
     # -- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -170,3 +170,22 @@ def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path: Pat
     with pytest.raises(CheckpointError):
         load_pretrained_encoder(crafted)
     assert not marker.exists()
+
+
+def test_metrics_of_a_run_killed_between_checkpoints_are_not_repeated(tmp_path: Path) -> None:
+    """Killed after logging step 5 but before its checkpoint: the resumed run (from step 4) logs step 5 again, and
+    ``metrics.csv`` then equals an uninterrupted run's (the timing column aside)."""
+    cfg = recipe(6, batch=4, checkpoint_every=2, keep_every=1, log_every=1, diagnostics_every=100)
+    data = SyntheticClips(cfg.model)
+    Trainer(cfg, tmp_path / "straight").fit(data.stream(0, 4))
+    Trainer(cfg, tmp_path / "killed").fit(batch for _, batch in zip(range(5), data.stream(0, 4)))
+    (tmp_path / "killed/checkpoints/step_00000005.pt").unlink()  # the kill came before this save
+    resumed = Trainer(cfg, tmp_path / "killed")
+    assert resumed.step == 4
+    resumed.fit(data.stream(4, 4))
+
+    def rows(run: str) -> list[tuple[str, str, str]]:
+        with (tmp_path / run / "metrics.csv").open() as fh:
+            return [(r["step"], r["name"], r["value"]) for r in csv.DictReader(fh) if r["name"] != "clips_per_s"]
+
+    assert rows("killed") == rows("straight")
