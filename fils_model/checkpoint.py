@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
+log = logging.getLogger("fils.checkpoint")
 _NAME = re.compile(r"step_(\d{8})\.pt$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not belong to the configured model."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """The file is not a readable checkpoint (truncated by a kill or a full disk, corrupted, not ours)."""
 
 
 def capture_rng() -> dict[str, Any]:
@@ -49,7 +56,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupted / truncated / not a torch file
-        raise CheckpointError(f"checkpoint {path} could not be read ({exc}); delete it to resume from an older one")
+        raise UnreadableCheckpoint(f"checkpoint {path} could not be read ({exc}); delete it to resume from an older "
+                                   "one") from None
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -98,6 +106,22 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         steps = self._steps()
         return self.path(steps[-1]) if steps else None
+
+    def resume(self, load: Callable[[Path], None]) -> Path | None:
+        """``load`` the newest readable checkpoint (None: there is none yet). An unreadable one is reported and the
+        one before it is tried; when none can be read, or on any other error (a checkpoint of another model, say),
+        the resume stops with that error instead of silently starting over."""
+        unreadable: UnreadableCheckpoint | None = None
+        for step in reversed(self._steps()):
+            try:
+                load(self.path(step))
+                return self.path(step)
+            except UnreadableCheckpoint as exc:
+                log.warning("%s; trying the previous checkpoint", exc)
+                unreadable = exc
+        if unreadable is not None:
+            raise unreadable
+        return None
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -73,9 +73,7 @@ class FinetuneTrainer:
         self.autocast = (lambda: torch.autocast(self.env.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", recipe.checkpoint_every, keep_every=10**9)
         self.step = 0
-        latest = self.checkpoints.latest()
-        if latest is not None:
-            self.load(latest)
+        self.checkpoints.resume(self.load)
         self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=False, resume_step=self.step)
 
     @property

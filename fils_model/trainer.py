@@ -70,9 +70,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=tcfg.precision == "fp16")
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", tcfg.checkpoint_every, tcfg.keep_every)
         self.step = 0
-        latest = self.checkpoints.latest()
-        if latest is not None:
-            self.load(latest)
+        self.checkpoints.resume(self.load)
         self.logger = MetricLogger(self.run_dir, enabled=self.env.is_main, tensorboard=tcfg.tensorboard,
                                    resume_step=self.step)
 

@@ -189,3 +189,11 @@ def test_metrics_of_a_run_killed_between_checkpoints_are_not_repeated(tmp_path: 
             return [(r["step"], r["name"], r["value"]) for r in csv.DictReader(fh) if r["name"] != "clips_per_s"]
 
     assert rows("killed") == rows("straight")
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    cfg = recipe(4, batch=2, checkpoint_every=2, keep_every=1)
+    Trainer(cfg, tmp_path).fit(SyntheticClips(cfg.model).stream(0, 2))
+    latest = tmp_path / "checkpoints/step_00000004.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # a kill or a full disk in the middle of the save
+    assert Trainer(cfg, tmp_path).step == 2
