@@ -76,7 +76,7 @@ class PretrainDataConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     interleave_shards: int = Field(
         default=4, ge=1, description="Shards each loader stream reads at once, drawing samples from them at random "
-        "(a shard holds neighbouring clips of the same videos, poor negatives for ActCLIP).",
+        "(more mixing when a split was not shuffled across shards by the shard stage).",
     )
     shuffle_buffer: int = Field(
         default=256, ge=1, description="Raw samples (encoded clips, in memory) in each loader stream's shuffle buffer."
