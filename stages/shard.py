@@ -166,10 +166,10 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
     rejects = [clip_reject(_display_path(c, root), c, "video named in the annotations was not found under "
                            "data.source.root") for c in clips_for(cfg) if c.source is None]
     items: list[ShardItem] = []
+    by_key = {c.key: c for c in clips_for(cfg)}
     for unit in units:
         if unit.id in failures:
-            wanted = set(unit.payload["keys"])
-            rejects += video_rejects(unit.payload["name"], [c for c in clips_for(cfg) if c.key in wanted],
+            rejects += video_rejects(unit.payload["name"], [by_key[k] for k in unit.payload["keys"]],
                                      failures[unit.id])
             continue
         folder = ctx.unit_dir(unit.id)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.samples.captions import noisy_caption
-from pipeline.samples.synthetic import DEFAULT_CLASSES, Look, make_clip
+from pipeline.samples.synthetic import DEFAULT_CLASSES, STRIPED_SQUARE, Look, make_clip
 from pipeline.video.encode import H264Writer
 
 REAL_DIR = Path(__file__).parent / "real"
@@ -61,7 +61,7 @@ def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Pat
                              pan_px_per_frame=settings.pan_px_per_frame, look=look)
             truth = {"motion": motion} | (look.__dict__ if look else {})
             if settings.caption_accuracy is not None:
-                noisy = noisy_caption(motion, look or Look("square", "striped", "fast", "coarse"), settings.classes,
+                noisy = noisy_caption(motion, look or STRIPED_SQUARE, settings.classes,
                                       settings.caption_accuracy, rng)
                 clip.caption, truth["described_motion"] = noisy.text, noisy.described_motion
             name = f"{motion}_{i:03d}"

@@ -92,6 +92,9 @@ def _trajectory(motion: str, t: np.ndarray, width: int, height: int, size: int,
     raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
 
 
+STRIPED_SQUARE = Look("square", "striped", "fast", "coarse")  # how a clip made without a look is described
+
+
 def _shape_mask(shape: str, size: int) -> np.ndarray:
     centre = (size - 1) / 2
     y, x = np.mgrid[:size, :size]
