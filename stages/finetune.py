@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.linear_probe import extract_features, train_probe
 from pipeline.artifacts import UNIT_FILE, ArtifactStore
+from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
 from pipeline.config import FilsConfig
 from pipeline.config.evaluate import ViewsConfig
 from pipeline.config.finetune import FinetuneSection
@@ -42,6 +42,7 @@ log = logging.getLogger("fils.finetune")
 CLASSIFIER_DIR = "classifier"
 EMA_CLASSIFIER_DIR = "classifier_ema"  # the model EMA, when finetune.model_ema: a second result
 METRICS_CSV = "metrics.csv"
+LOG_FILE = "train.log"  # torchrun's output, in the run directory
 PRETRAIN_ENCODER = Path("pretrain") / "encoder"
 
 
@@ -150,11 +151,12 @@ def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir
                                    "run_dir": str(run_dir), "out_dir": str(out_dir)}))
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                *section.launch.torchrun_args, "-m", "stages.finetune", "--job", str(payload)]
-    log.info("launching %s", " ".join(command))
-    done = subprocess.run(command, timeout=section.launch.timeout_s)
-    if done.returncode:
-        raise StageError(f"finetune: torchrun exited with {done.returncode}; rerun to resume from the last "
-                         f"checkpoint in {run_dir / 'checkpoints'}")
+    try:
+        run_supervised(command, run_dir / LOG_FILE, stall_s=section.launch.stall_timeout_s,
+                       timeout_s=section.launch.timeout_s)
+    except ChildFailed as exc:
+        raise StageError(f"finetune: {exc}\nrerun to resume from the last checkpoint in "
+                         f"{run_dir / 'checkpoints'}") from None
 
 
 def _plan(ctx: StageContext) -> list[Unit]:
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="one rank of a fine-tuning run (started by the finetune stage)")
     parser.add_argument("--job", type=Path, required=True)
     job = json.loads(parser.parse_args(argv).job.read_text())
+    end_session_on_sigterm()
     train_full(FilsConfig.model_validate(job["config"]), FinetuneRecipe.model_validate(job["recipe"]),
                Path(job["run_dir"]), Path(job["out_dir"]))
 

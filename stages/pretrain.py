@@ -5,7 +5,8 @@ The whole training run is one unit. Its run directory (checkpoints, logs, loader
 stage's staging area for the current fingerprint, which survives a killed attempt, so rerunning resumes from
 the last checkpoint. Training always runs in a child process: ``python -m stages.pretrain --job JOB.json``
 (one CPU process) or ``python -m torch.distributed.run ... -m stages.pretrain --job JOB.json`` (several
-processes or GPUs); its output is streamed to ``train.log`` and to the log.
+processes or GPUs), supervised so that it never outlives or hangs the stage (``pipeline.child_process``); its
+output goes to ``train.log`` and to the log.
 
 Outputs: ``encoder/`` (``model.safetensors`` + ``config.json``, loads into ``transformers.VideoMAEModel``),
 ``checkpoint.pt`` (final training state), ``metrics.csv``, ``tensorboard/``, ``train.log``,
@@ -14,17 +15,11 @@ Outputs: ``encoder/`` (``model.safetensors`` + ``config.json``, loads into ``tra
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections import deque
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,7 @@ from fils_model.checkpoint import CheckpointManager
 from fils_model.config import PretrainConfig
 from fils_model.distributed import DistEnv
 from pipeline.artifacts import UNIT_FILE
+from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
 from pipeline.config import FilsConfig
 from pipeline.config.pretrain import LaunchConfig, LoaderConfig, PretrainDataConfig, PretrainSection
 from pipeline.manifest import read_clips
@@ -82,8 +78,8 @@ def _config_of(cfg: FilsConfig) -> dict[str, Any]:
     return {"pretrain": cfg.pretrain.model_dump(mode="json", exclude={"loader", "launch"})}
 
 
-def _timeout(cfg: FilsConfig) -> float | None:
-    return cfg.pretrain.launch.timeout_s if cfg.pretrain is not None else None
+def _no_unit_limit(cfg: FilsConfig) -> None:
+    """The training child enforces pretrain.launch.timeout_s itself, under every task runner."""
 
 
 def _plan(ctx: StageContext) -> list[Unit]:
@@ -162,42 +158,16 @@ def launch_command(job_path: Path, launch: LaunchConfig) -> list[str]:
             *launch.torchrun_args, *entry]
 
 
-def _die_with_parent() -> None:
-    """Child side of Popen: get SIGTERM if the stage's worker dies (e.g. killed on a unit time-out)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def run_logged(cmd: list[str], log_path: Path, threads: int) -> None:
-    """Run ``cmd``, appending its output to ``log_path`` and the log; raise with the last lines on failure."""
+def run_logged(cmd: list[str], log_path: Path, launch: LaunchConfig) -> None:
+    """Run the training command under supervision (pipeline.child_process), its output appended to ``log_path``."""
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                         "PYTHONUNBUFFERED": "1"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    tail: deque[str] = deque(maxlen=25)
-    with open(log_path, "a") as sink:
-        sink.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
-        sink.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                sink.write(line)
-                sink.flush()
-                tail.append(line)
-                log.info("%s", line.rstrip())
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-    if code != 0:
-        raise StageError(f"training exited with code {code} (full log: {log_path}); last lines:\n{''.join(tail)}")
+    if launch.threads:
+        env["OMP_NUM_THREADS"] = str(launch.threads)
+    try:
+        run_supervised(cmd, log_path, env=env, cwd=REPO, stall_s=launch.stall_timeout_s, timeout_s=launch.timeout_s)
+    except ChildFailed as exc:
+        raise StageError(f"training failed: {exc}") from None
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -221,7 +191,7 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     job_path = job.run_dir / JOB_FILE
     job_path.write_text(job.model_dump_json(indent=2))
-    run_logged(launch_command(job_path, section.launch), job.run_dir / LOG_FILE, section.launch.threads)
+    run_logged(launch_command(job_path, section.launch), job.run_dir / LOG_FILE, section.launch)
 
     total = job.train.trainer.total_steps
     latest = CheckpointManager(job.run_dir / "checkpoints", 1, 1).latest()
@@ -255,7 +225,7 @@ def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) ->
 
 
 SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
-                 plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_timeout)
+                 plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit)
 
 
 # -- the training process ------------------------------------------------------------------------------------
@@ -279,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "directly or under torch.distributed.run)")
     parser.add_argument("--job", type=Path, required=True, help=f"the {JOB_FILE} the stage wrote")
     args = parser.parse_args(argv)
+    end_session_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job = PretrainJob.model_validate_json(args.job.read_text())
     import torch

@@ -127,6 +127,10 @@ class LaunchConfig(Section):
     torchrun_args: list[str] = Field(
         default=[], description="Extra `torch.distributed.run` arguments (e.g. --nnodes, --rdzv-endpoint).",
     )
+    stall_timeout_s: float | None = Field(
+        default=1800, gt=0, description="Kill the training processes and fail the attempt when their log has not "
+        "grown for this long (a hung collective or decoder); the rerun resumes. None: no watchdog.",
+    )
 
 
 class TrainerSettings(TrainerConfig):
