@@ -4,7 +4,13 @@ recipes."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import random
 import shutil
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +27,7 @@ from pipeline.shards import SHARDS_SUBDIR, iter_shard, shard_paths
 from stages.captions import SPEC as CAPTIONS
 from stages.pretrain import SPEC
 from stages.shard import SPEC as SHARD
+from test_child_process import mark, marked_processes, wait_until_gone  # noqa: F401 - mark is a fixture
 from test_pretrain_data import write_side_tables, write_tar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +136,58 @@ def test_resume_after_a_stop_gives_the_same_parameters(trained, sharded, upstrea
     assert reference.keys() == resumed.keys()
     for name, value in reference.items():
         assert torch.equal(value, resumed[name]), name
+
+
+def _kill_trainer_after_step(run_dir: Path, step: int, killed: list[int]) -> None:
+    """Watch the run's metrics and SIGKILL the training process (as the OOM killer would) once ``step`` is logged."""
+    deadline = time.monotonic() + 300
+    metrics = run_dir / "metrics.csv"
+    while time.monotonic() < deadline:
+        rows = metrics.read_text().splitlines() if metrics.is_file() else []
+        if any(row.startswith(f"{step},") for row in rows):
+            for pid in marked_processes(os.environ["FILS_TEST_MARK"]):
+                if "stages.pretrain" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the trainer through /proc")
+def test_resume_after_the_trainer_is_killed_gives_the_same_parameters(trained, sharded, upstream, tmp_path, mark):
+    """SIGKILL between checkpoints (step drawn at random, printed): the stage fails at once, no process of the
+    attempt survives, and the rerun resumes from the last checkpoint to the uninterrupted run's exact weights."""
+    ref_cfg, _, _ = trained
+    step = random.Random().randint(1, 6)
+    print(f"killing the trainer after step {step}")
+    cfg, store = make_workdir(sharded, upstream, tmp_path / "work")
+    killed: list[int] = []
+    watcher = threading.Thread(target=lambda: _kill_trainer_after_step(_run_dir(cfg.workdir / ".staging"), step,
+                                                                       killed), daemon=True)
+    watcher.start()
+    with pytest.raises(StageError, match="exited with code -9"):
+        run_stage(SPEC, cfg, store)
+    watcher.join()
+    assert killed and wait_until_gone(mark) == []
+    assert run_stage(SPEC, cfg, store).action == "ran"
+    reference = _params(ref_cfg.workdir / "pretrain/checkpoint.pt")
+    resumed = _params(cfg.workdir / "pretrain/checkpoint.pt")
+    for name, value in reference.items():
+        assert torch.equal(value, resumed[name]), name
+    assert _logged(cfg.workdir) == _logged(ref_cfg.workdir)  # each step once, same values
+
+
+def _logged(workdir: Path) -> list[str]:
+    """metrics.csv without the throughput rows (wall-clock)."""
+    return [row for row in (workdir / "pretrain/metrics.csv").read_text().splitlines() if ",clips_per_s," not in row]
+
+
+def _run_dir(staging: Path) -> Path:
+    """The training run directory of the one pretrain fingerprint (waits for the stage to create it)."""
+    deadline = time.monotonic() + 120
+    while not (found := list(staging.glob("pretrain/*/run"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found[0]
 
 
 def test_changing_pretrain_settings_reruns_only_pretrain(trained, sharded):
