@@ -43,7 +43,7 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
            **{f"time_{k}": v for k, v in record.timings.items()}, "unit_failures": len(outcome.failures)}
     create_table_artifact(key=_key(outcome.stage, "summary"), table=[row],
                           description=f"{outcome.stage}: {outcome.action}")
-    create_link_artifact(key=_key(outcome.stage, "success"), link=(stage_dir / SUCCESS_FILE).resolve().as_uri(),
+    create_link_artifact(key=_key(outcome.stage, "success"), link=(stage_dir / SUCCESS_FILE).absolute().as_uri(),
                          link_text=f"{outcome.stage}/_SUCCESS.json")
     if outcome.failures:
         create_table_artifact(key=_key(outcome.stage, "failures"),

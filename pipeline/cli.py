@@ -26,9 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="recompute STAGE (repeatable)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    status = sub.add_parser("status", help="show each stage: done, stale or missing")
+    status = sub.add_parser("status", help="show each stage: done, stale, corrupt or missing")
     status.add_argument("-c", "--config", required=True, type=Path)
     status.add_argument("--json", action="store_true")
+    status.add_argument("--verify", action="store_true",
+                        help="also check the sha256 of every committed file (reads everything; sizes are always checked)")
     status.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     config = sub.add_parser("config", help="print the resolved config (YAML) or the reference of every setting")
@@ -65,15 +67,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from stages import registry
 
     cfg = load_config(args.config, args.overrides)
-    statuses = pipeline_status(registry(), cfg, ArtifactStore(cfg.workdir))
+    statuses = pipeline_status(registry(), cfg, ArtifactStore(cfg.workdir), checksums=args.verify)
+    corrupt = any(s.state == "corrupt" for s in statuses)
     if args.json:
         print(json.dumps([s.as_dict() for s in statuses], indent=2))
-        return 0
+        return 1 if corrupt else 0
     for s in statuses:
         counts = ", ".join(f"{k}={v}" for k, v in s.row_counts.items())
         fp = (s.recorded_fingerprint or s.fingerprint or "-")[:12]
         print(f"{s.stage:<13} {s.state:<8} {fp:<12} {counts}{'  (' + s.reason + ')' if s.reason else ''}")
-    return 0
+    if corrupt:
+        print("corrupt stages are rebuilt by the next `fils run`", file=sys.stderr)
+    return 1 if corrupt else 0
 
 
 def _reference_lines(schema: dict, node: dict, prefix: str) -> list[str]:

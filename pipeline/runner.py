@@ -17,7 +17,7 @@ from pipeline.stage import StageContext, StageSpec, Unit
 
 log = logging.getLogger("fils.runner")
 
-State = Literal["done", "stale", "missing"]
+State = Literal["done", "stale", "corrupt", "missing"]
 
 
 class StageError(RuntimeError):
@@ -64,7 +64,10 @@ def current_fingerprint(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) 
     return stage_fingerprint(spec.name, spec.version, spec.config_of(cfg), upstream, digest), upstream, digest
 
 
-def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: ArtifactStore) -> list[StageStatus]:
+def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: ArtifactStore,
+                    checksums: bool = False) -> list[StageStatus]:
+    """Each stage's state. Committed files are always checked against the sizes in their marker, and with
+    ``checksums`` against their sha256 too: a stage whose files do not match is ``corrupt``."""
     statuses: dict[str, StageStatus] = {}
     for name in ordered_stages(list(specs)):
         spec = specs[name]
@@ -77,17 +80,48 @@ def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: Arti
                                          dict(record.row_counts) if record else {}, f"not configured: {exc}")
             continue
         bad_upstream = [u for u in spec.upstream if u not in statuses or statuses[u].state != "done"]
+        problems = store.verify(name, record, checksums) if record is not None else []
         if record is None:
             state, reason = "missing", "never run" if not bad_upstream else f"needs {', '.join(bad_upstream)}"
+        elif problems:
+            state, reason = "corrupt", "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
         elif bad_upstream:
             state, reason = "stale", f"upstream {', '.join(bad_upstream)} not up to date"
         elif record.fingerprint != fingerprint:
-            state, reason = "stale", "config, code version or inputs changed"
+            state, reason = "stale", changed_since(record, spec, cfg, store)
         else:
             state, reason = "done", ""
         statuses[name] = StageStatus(name, state, fingerprint, record.fingerprint if record else None,
                                      dict(record.row_counts) if record else {}, reason)
     return list(statuses.values())
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two config trees."""
+    keys = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def changed_since(record: SuccessRecord, spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) -> str:
+    """Why a committed output is stale, naming what changed."""
+    reasons = []
+    if record.stage_version != spec.version:
+        reasons.append(f"stage version {record.stage_version} -> {spec.version}")
+    changed = changed_keys(record.config, spec.config_of(cfg))
+    if changed:
+        reasons.append(f"settings {', '.join(changed[:5])}" + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""))
+    rerun = [u for u in spec.upstream if (up := store.success(u)) and record.upstream.get(u) != up.output_id]
+    if rerun:
+        reasons.append(f"new output of {', '.join(rerun)}")
+    if spec.inputs_digest and record.inputs_digest != spec.inputs_digest(cfg):
+        reasons.append("input files")
+    return "changed: " + "; ".join(reasons) if reasons else "fingerprint changed"
 
 
 @dataclass
@@ -118,10 +152,18 @@ def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
         missing = [u for u in spec.upstream if store.success(u) is None]
         raise StageError(f"stage {spec.name!r} needs the output of {', '.join(missing)}; "
                          f"run `fils run -c CONFIG --stages {','.join([*missing, spec.name])}` first")
+    for name in spec.upstream:
+        problems = store.verify(name, store.success(name))  # type: ignore[arg-type]
+        if problems:
+            raise StageError(f"upstream {name} is corrupt ({'; '.join(problems[:3])}); rebuild it first: "
+                             f"`fils run -c CONFIG --stages {name},{spec.name}`")
     existing = store.success(spec.name)
     if not force and existing is not None and existing.fingerprint == fingerprint:
-        log.info("%s: up to date (fingerprint %s), skipped", spec.name, fingerprint[:12])
-        return StageOutcome(spec.name, "skipped", existing)
+        problems = store.verify(spec.name, existing)
+        if not problems:
+            log.info("%s: up to date (fingerprint %s), skipped", spec.name, fingerprint[:12])
+            return StageOutcome(spec.name, "skipped", existing)
+        log.warning("%s: committed output is corrupt (%s); rebuilding it", spec.name, "; ".join(problems[:3]))
     started = time.time()
     run = store.open_run(spec.name, fingerprint, fresh=force)
     ctx = StageContext(cfg=cfg, stage=spec.name, workdir=store.workdir,

@@ -13,13 +13,13 @@ from pipeline.action_area.boxes import CENTRE_BOX, box_iou
 from pipeline.action_area.table import read_action_areas
 from pipeline.artifacts import SUCCESS_FILE, ArtifactStore
 from pipeline.manifest import read_clips
-from pipeline.runner import pipeline_status, run_pipeline
+from pipeline.runner import StageError, pipeline_status, run_pipeline
 from pipeline.samples import SampleSettings, read_true_boxes, write_samples
 from pipeline.samples.synthetic import DEFAULT_CLASSES
 from pipeline.shards import SHARDS_SUBDIR, shard_paths
 from pipeline.stage import StageResult, StageSpec
 from stages import optical_flow, shard
-from conftest import make_config
+from conftest import make_config, reseal
 
 SPECS = {"shard": shard.SPEC, "optical_flow": optical_flow.SPEC}
 SMALL_UNITS = ["optical_flow.clips_per_unit=4"]  # a single shard still keeps both workers busy
@@ -145,12 +145,29 @@ def _rewrite_shard(path: Path, corrupt: str, drop: str) -> None:
             tar.addfile(member, io.BytesIO(data))
 
 
+def test_a_truncated_committed_shard_is_rebuilt_not_read(tmp_path, flow_shards, flow_samples):
+    """Damage to a committed upstream file is never mistaken for bad clips: alone, optical_flow refuses to read
+    it; with shard in the run, shard rebuilds the same bytes and optical_flow has no failed clip."""
+    workdir = _copy_shard(flow_shards, tmp_path)
+    tar = shard_paths(workdir / "shard")[0]
+    original = tar.read_bytes()
+    tar.write_bytes(original[: int(len(original) * 0.55)])
+    cfg = make_config(workdir, flow_samples, [*SMALL_UNITS, "optical_flow.contact_sheet.clips=0"])
+    with pytest.raises(StageError, match=r"upstream shard is corrupt.*train-000000.tar.*--stages shard,optical_flow"):
+        run_pipeline(SPECS, cfg, ["optical_flow"])
+    shard, flow = run_pipeline(SPECS, cfg, ["shard", "optical_flow"])
+    assert shard.action == "ran" and tar.read_bytes() == original
+    assert flow.record.row_counts["failed"] == 0
+
+
 def test_undecodable_and_missing_clips_get_failed_rows(tmp_path, flow_shards, flow_samples):
     workdir = _copy_shard(flow_shards, tmp_path)
     keys = sorted(read_clips(workdir / "shard").column("key").to_pylist())
     corrupt, drop = keys[1], keys[2]
     _rewrite_shard(shard_paths(workdir / "shard")[0], corrupt, drop)
+    reseal(workdir, "shard")
     _, outcomes = _run(workdir, flow_samples, ["optical_flow.contact_sheet.clips=0"])
+    assert outcomes[0].action == "skipped"
     rows = _rows(workdir)
     assert sorted(rows) == keys and outcomes[-1].record.row_counts["failed"] == 2
     assert rows[corrupt]["status"] == "failed" and "Decode" in rows[corrupt]["reason"]
@@ -192,7 +209,7 @@ def test_skip_force_and_stale(tmp_path, flow_shards, flow_samples):
                                                     "optical_flow.clips_per_unit=50", "runtime.workers=1"])
     assert [o.action for o in run_pipeline(specs, regrouped)] == ["skipped", "skipped", "skipped"]
     forced = run_pipeline(specs, changed, force={"optical_flow"})
-    assert [o.action for o in forced] == ["skipped", "ran", "ran"]
+    assert [o.action for o in forced] == ["skipped", "ran", "skipped"]  # the same bytes: downstream stays fresh
     assert json.loads((workdir / "optical_flow" / SUCCESS_FILE).read_text())["output_id"] == forced[1].record.output_id
     assert (workdir / "optical_flow" / "action_areas.parquet").is_file()
     assert not (workdir / ".staging" / "optical_flow").exists() and (workdir / "shard" / SHARDS_SUBDIR).is_dir()

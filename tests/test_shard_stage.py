@@ -137,14 +137,17 @@ def test_skip_force_and_stale(tmp_path, samples_dir):
     (again,) = run_pipeline(specs, cfg, ["shard"])
     assert again.action == "skipped" and again.record.output_id == first.record.output_id
     (forced,) = run_pipeline(specs, cfg, ["shard"], force={"shard"})
-    assert forced.action == "ran" and forced.record.output_id != first.record.output_id
+    assert forced.action == "ran" and forced.record.output_id == first.record.output_id  # the same bytes again
     changed = make_config(tmp_path, samples_dir, ["shard.short_side=64"])
     store = ArtifactStore(tmp_path)
     assert _shard_state(specs, changed, store).state == "stale"
     more = samples_dir / "synthetic" / "circle" / "circle_000.mp4"
     os.utime(more, ns=(more.stat().st_atime_ns, more.stat().st_mtime_ns + 10**9))  # an input file changed
     status = _shard_state(specs, cfg, store)
-    assert status.state == "stale" and status.reason.startswith("config, code version or inputs changed")
+    assert status.state == "stale" and status.reason == "changed: input files"
+    assert _shard_state(specs, changed, store).reason == "changed: settings shard.short_side; input files"
+    (touched,) = run_pipeline(specs, cfg, ["shard"])  # a touched video re-encodes to the same clips: the output
+    assert touched.action == "ran" and touched.record.output_id == first.record.output_id  # id, downstream fresh
     run_pipeline(specs, changed, ["shard"])
     assert _shard_state(specs, changed, store).state == "done"
     # the runtime section (worker count) never invalidates outputs
