@@ -40,8 +40,9 @@ def reseal(workdir: Path, stage: str) -> None:
 
     root = workdir / stage
     record = SuccessRecord.model_validate_json((root / SUCCESS_FILE).read_text())
-    record.outputs = [OutputFile(path=f.path, size=(root / f.path).stat().st_size, sha256=sha256_file(root / f.path))
-                      for f in record.outputs]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUCCESS_FILE)
+    record.outputs = [OutputFile(path=str(p.relative_to(root)), size=p.stat().st_size, sha256=sha256_file(p))
+                      for p in files]
     (root / SUCCESS_FILE).write_text(record.model_dump_json())
 
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_config
+from conftest import make_config, reseal
 from fils_model.captioner_config import GenerationSettings
 from fils_model.videoblip import VideoCaptioner, save_random_checkpoint
 from pipeline.caption_sources import EMPTY_GENERATION, NO_NARRATION
@@ -207,6 +207,7 @@ def test_undecodable_clips_get_an_empty_caption_and_a_reason(tmp_path, samples_d
     garbage, truncated = clips[0]["key"], clips[-1]["key"]
     for row, change in ((clips[0], b"this is not an mp4" * 8), (clips[-1], slice(0, 1500))):
         _damage_shard(tmp_path / "shard" / "shards" / row["shard"], {row["key"]: change})
+    reseal(tmp_path, "shard")
     outcome = _run(_config(tmp_path, samples_dir, two_shards, **_videoblip(checkpoint, tiny_encoder)))
     captions, _ = _check_one_row_per_clip(tmp_path)
     by_key = {r["key"]: r for r in captions.to_pylist()}
@@ -224,6 +225,7 @@ def test_narration_source_uses_the_dataset_text(tmp_path, samples_dir, two_shard
     narration = pc.if_else(pc.equal(clips.column("key"), blank), "", clips.column("narration"))
     pq.write_table(clips.set_column(clips.schema.get_field_index("narration"), "narration", narration),
                    tmp_path / "shard" / CLIPS_FILE)
+    reseal(tmp_path, "shard")
     # Default text encoder (packaged MiniLM); VideoBLIP settings are ignored by this source.
     outcome = _run(_config(tmp_path, samples_dir, two_shards, source="narration"))
     captions, embeddings = _check_one_row_per_clip(tmp_path)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import make_config
+from conftest import make_config, reseal
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
 from pipeline.manifest import CLIPS_FILE, read_clips
@@ -82,6 +82,7 @@ def reshard(shard_dir: Path, parts: int) -> None:
     shards = pa.array([names[k] for k in clips.column("key").to_pylist()])
     pq.write_table(clips.set_column(clips.schema.get_field_index("shard"), clips.schema.field("shard"), shards),
                    shard_dir / CLIPS_FILE)
+    reseal(shard_dir.parent, "shard")
 
 
 def make_workdir(sharded, upstream: Path, dest: Path, shards: int = 1, **pretrain):
