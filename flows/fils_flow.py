@@ -21,6 +21,7 @@ from flows.artifacts import publish_stage_artifacts, publish_sweep_artifacts
 from flows.runners import make_task_runner
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import FilsConfig, load_config
+from pipeline.locks import stage_locks
 from pipeline.parallel import isolated_pool, run_units
 from pipeline.runner import (PreparedStage, StageError, StageOutcome, complete_stage, execute_unit, ordered_stages,
                              prepare_stage)
@@ -97,13 +98,14 @@ def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
     @flow(name=f"stage-{name.replace('_', '-')}")
     def stage_flow() -> StageOutcome:
         logger = get_run_logger()
-        prepared = prepare_stage(spec, cfg, ArtifactStore(cfg.workdir), force)
-        if isinstance(prepared, StageOutcome):
-            logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])
-            outcome = prepared
-        else:
-            outcome = complete_stage(prepared, _run_units(prepared))
-            logger.info("%s ran: %s", name, outcome.record.row_counts)
+        with stage_locks(cfg.workdir, name, spec.upstream):
+            prepared = prepare_stage(spec, cfg, ArtifactStore(cfg.workdir), force)
+            if isinstance(prepared, StageOutcome):
+                logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])
+                outcome = prepared
+            else:
+                outcome = complete_stage(prepared, _run_units(prepared))
+                logger.info("%s ran: %s", name, outcome.record.row_counts)
         publish_stage_artifacts(outcome, cfg.workdir)
         return outcome
 

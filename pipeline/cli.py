@@ -135,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.locks import WorkdirBusy
     from pipeline.runner import StageError
 
     try:
         commands = {"run": _cmd_run, "status": _cmd_status, "config": _cmd_config, "samples": _cmd_samples}
         return commands[args.command](args)
+    except WorkdirBusy as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again later
     except (ConfigError, AnnotationError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal, Mapping
 from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
                                 stage_fingerprint)
 from pipeline.config import ConfigError, FilsConfig
+from pipeline.locks import stage_locks
 from pipeline.parallel import run_units, single_threaded
 from pipeline.stage import StageContext, StageSpec, Unit
 
@@ -209,13 +210,14 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
 
 
 def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
-    """Run a stage with local worker processes (each unit under a time limit)."""
-    prepared = prepare_stage(spec, cfg, store, force)
-    if isinstance(prepared, StageOutcome):
-        return prepared
-    failures = run_units(execute_unit, [(u.id, (spec.process, prepared.ctx, u)) for u in prepared.pending],
-                         workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
-    return complete_stage(prepared, failures)
+    """Run a stage with local worker processes (each unit under a time limit), holding its locks."""
+    with stage_locks(store.workdir, spec.name, spec.upstream):
+        prepared = prepare_stage(spec, cfg, store, force)
+        if isinstance(prepared, StageOutcome):
+            return prepared
+        failures = run_units(execute_unit, [(u.id, (spec.process, prepared.ctx, u)) for u in prepared.pending],
+                             workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
+        return complete_stage(prepared, failures)
 
 
 def run_pipeline(specs: Mapping[str, StageSpec], cfg: FilsConfig, stages: list[str] | None = None,

@@ -25,6 +25,7 @@ from pipeline.evaluation.results import (
 )
 from pipeline.evaluation.scoring import score
 from pipeline.finetune_data import action_map, labelled_count
+from pipeline.locks import stage_locks
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.evaluation.report import excluded_clips
 from stages.evaluate import results_path, shard_rejects
@@ -98,7 +99,13 @@ def _plot(cfg: FilsConfig, benchmark: str, table: Path) -> Path | None:
 
 
 def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepResult:
-    """Evaluate ``checkpoints`` (default: discovered by ``evaluate.sweep.checkpoints``) not yet in the table."""
+    """Evaluate ``checkpoints`` (default: discovered by ``evaluate.sweep.checkpoints``) not yet in the table,
+    reading the shard stage's clips under its shared lock (the shard stage cannot be recommitted meanwhile)."""
+    with stage_locks(cfg.workdir, None, ("shard",)):
+        return _sweep(cfg, checkpoints)
+
+
+def _sweep(cfg: FilsConfig, checkpoints: list[Path] | None) -> SweepResult:
     benchmark, views = section_of(cfg).benchmark, cfg.evaluate.views.label
     table = results_path(cfg)
     done = evaluated_keys(table)
