@@ -40,14 +40,11 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
     stage_dir = workdir / outcome.stage
     row = {"stage": outcome.stage, "action": outcome.action, "output_id": record.output_id,
            "fingerprint": record.fingerprint[:16], **{f"rows_{k}": v for k, v in record.row_counts.items()},
-           **{f"time_{k}": v for k, v in record.timings.items()}, "unit_failures": len(outcome.failures)}
+           **{f"time_{k}": v for k, v in record.timings.items()}}
     create_table_artifact(key=_key(outcome.stage, "summary"), table=[row],
                           description=f"{outcome.stage}: {outcome.action}")
     create_link_artifact(key=_key(outcome.stage, "success"), link=(stage_dir / SUCCESS_FILE).absolute().as_uri(),
                          link_text=f"{outcome.stage}/_SUCCESS.json")
-    if outcome.failures:
-        create_table_artifact(key=_key(outcome.stage, "failures"),
-                              table=[{"unit": u, "reason": r} for u, r in sorted(outcome.failures.items())])
     images = [stage_dir / p for p in record.extra.get("images", [])]
     if images:
         parts = [_inline_image(p) if p.stat().st_size <= MAX_INLINE_IMAGE_BYTES else f"`{p}` (too large to inline)"

@@ -2,12 +2,14 @@
 
 Every deployment (`fils/full-pipeline`, `fils/captions`, `fils/nightly-eval`, ...) is this flow with other
 default parameters. Each stage is a subflow; a stage's units (one per video or shard) are mapped over the
-configured task runner with retries; failures that persist reach the stage's own finalize step, which
-records them (bad samples) or fails the stage with the reason in the flow run's state message.
+configured task runner with retries; a unit that still fails fails the stage (nothing committed, finished units
+kept), with the reasons in the flow run's state message.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -33,6 +35,7 @@ OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
 # Time-limited worker processes shared by the thread-runner tasks of a running stage (spawning a process
 # per unit would cost more than most units).
 _ISOLATION_POOLS: dict[str, ProcessPool] = {}
+_LOCAL_POOL: ProcessPool | None = None
 
 
 @contextmanager
@@ -51,21 +54,43 @@ def _forward_logs() -> Iterator[None]:
             logger.removeHandler(handler)
 
 
+def _process_local_pool() -> ProcessPool:
+    """One time-limited worker for the units that this (process- or Dask-runner) worker process runs."""
+    global _LOCAL_POOL
+    if multiprocessing.current_process().daemon:
+        raise RuntimeError("this task runner's worker is a daemonic process, which cannot start the time-limited "
+                           "process a unit runs in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False in "
+                           "their environment, or use runtime.task_runner=process")
+    if _LOCAL_POOL is None:
+        _LOCAL_POOL = isolated_pool(1)
+        atexit.register(_LOCAL_POOL.stop)
+    return _LOCAL_POOL
+
+
 @task(name="unit", task_run_name="{stage}:{unit.id}")
 def run_unit(stage: str, prepared_ctx: Any, unit: Unit, timeout_s: float | None) -> str:
-    """Run one unit; raise on failure so Prefect retries it. Under the thread runner it runs in the stage's
-    time-limited worker processes (native decoders can hang where a thread cannot stop them)."""
+    """Run one unit; raise on failure so Prefect retries it. A timed unit runs in a worker process that is
+    killed when its time is up (native decoders can hang where a thread cannot stop them), under every task
+    runner: the stage's shared pool under the thread runner, else a pool of one kept by the runner's worker."""
     process = registry()[stage].process
+    pool = None if timeout_s is None else _ISOLATION_POOLS.get(stage) or _process_local_pool()
     failures = run_units(execute_unit, [(unit.id, (process, prepared_ctx, unit))], workers=0,
-                         timeout_s=timeout_s, desc=f"{stage}:{unit.id}", pool=_ISOLATION_POOLS.get(stage))
+                         timeout_s=timeout_s, desc=f"{stage}:{unit.id}", pool=pool)
     if failures:
-        raise RuntimeError(failures[unit.id])
+        failure = failures[unit.id]
+        raise (RuntimeError if failure.retryable else StageError)(failure.reason)
     return unit.id
+
+
+def _retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: a StageError says a retry would fail alike."""
+    return not isinstance(state.result(raise_on_failure=False), StageError)
 
 
 def _run_units(prepared: PreparedStage) -> dict[str, str]:
     cfg, name = prepared.cfg, prepared.spec.name
-    unit_task = run_unit.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30])
+    unit_task = run_unit.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30],
+                                      retry_condition_fn=_retryable)
 
     @flow(name=f"{name}-units", task_runner=make_task_runner(cfg))
     def fan_out() -> dict[str, str]:

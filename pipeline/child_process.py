@@ -43,10 +43,13 @@ class ChildFailed(RuntimeError):
         self.tail = tail
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies."""
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel for ``signum`` when the parent dies (Linux; elsewhere a no-op). Called in a child, e.g.
+    before exec or as a worker pool's initializer."""
+    if sys.platform != "linux":
+        return
     with suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def kill_group(proc: subprocess.Popen, grace_s: float = TERMINATE_GRACE_S) -> None:
@@ -131,7 +134,7 @@ def run_supervised(cmd: list[str], log_path: Path, *, env: dict[str, str] | None
             child_env = dict(os.environ if env is None else env) | {SESSION_ENV: "1"}
             proc = subprocess.Popen(cmd, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, stdout=sink,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                    preexec_fn=die_with_parent)
             try:
                 code = _wait(proc, tail, stall_s, timeout_s)
             finally:

@@ -8,14 +8,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterator
 
 from pebble import ProcessExpired, ProcessPool
 
+from pipeline.child_process import die_with_parent
+from pipeline.errors import StageError
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -58,8 +62,19 @@ def single_threaded() -> Iterator[None]:
 
 def isolated_pool(workers: int) -> ProcessPool:
     """Spawned worker processes that can be killed when a unit runs out of time (units set their own
-    thread count: ``single_threaded``)."""
-    return ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"))
+    thread count: ``single_threaded``), and that die with the process that runs the stage."""
+    return ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                       initargs=(signal.SIGKILL,))
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    reason: str
+    retryable: bool  # False when the unit said the stage cannot go on (StageError): a retry would fail alike
+
+
+def _failure(exc: BaseException, timeout_s: float | None) -> UnitFailure:
+    return UnitFailure(_describe(exc, timeout_s), not isinstance(exc, StageError))
 
 
 def _describe(exc: BaseException, timeout_s: float | None) -> str:
@@ -71,21 +86,21 @@ def _describe(exc: BaseException, timeout_s: float | None) -> str:
 
 
 def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int, timeout_s: float | None,
-              desc: str, pool: ProcessPool | None = None) -> dict[str, str]:
-    """Call ``fn(*args)`` for each ``(unit_id, args)``; return ``{unit_id: error}`` for units that failed.
+              desc: str, pool: ProcessPool | None = None) -> dict[str, UnitFailure]:
+    """Call ``fn(*args)`` for each ``(unit_id, args)``; return the failures of the units that failed.
 
     Units run in ``pool`` (or a pool of ``workers`` processes made for the call); ``workers == 0`` runs them
     inline (no isolation, no time limit): meant for debugging. ``timeout_s=None``: no limit.
     """
-    failures: dict[str, str] = {}
+    failures: dict[str, UnitFailure] = {}
     with progress(len(jobs), desc) as bar:
         if workers == 0 and pool is None:
             for unit_id, args in jobs:
                 try:
                     fn(*args)
-                except Exception as exc:  # noqa: BLE001 - one bad unit never stops the run
-                    failures[unit_id] = _describe(exc, timeout_s)
-                    log.warning("unit %s failed: %s", unit_id, failures[unit_id])
+                except Exception as exc:  # noqa: BLE001 - the caller decides what a failed unit means
+                    failures[unit_id] = _failure(exc, timeout_s)
+                    log.warning("unit %s failed: %s", unit_id, failures[unit_id].reason)
                 bar.update(1)
             return failures
         own_pool = pool is None
@@ -96,8 +111,8 @@ def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int,
                 try:
                     future.result()
                 except Exception as exc:  # noqa: BLE001
-                    failures[unit_id] = _describe(exc, timeout_s)
-                    log.warning("unit %s failed: %s", unit_id, failures[unit_id])
+                    failures[unit_id] = _failure(exc, timeout_s)
+                    log.warning("unit %s failed: %s", unit_id, failures[unit_id].reason)
                     log.debug("traceback:\n%s", getattr(exc, "traceback", traceback.format_exc()))
                 bar.update(1)
         finally:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal, Mapping
 from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
                                 stage_fingerprint)
 from pipeline.config import ConfigError, FilsConfig
+from pipeline.errors import StageError
 from pipeline.locks import stage_locks
 from pipeline.parallel import run_units, single_threaded
 from pipeline.stage import StageContext, StageSpec, Unit
@@ -19,10 +20,6 @@ from pipeline.stage import StageContext, StageSpec, Unit
 log = logging.getLogger("fils.runner")
 
 State = Literal["done", "stale", "corrupt", "missing"]
-
-
-class StageError(RuntimeError):
-    """A stage cannot run (missing upstream output, nothing usable left, ...)."""
 
 
 @dataclass
@@ -43,7 +40,6 @@ class StageOutcome:
     stage: str
     action: Literal["skipped", "ran"]
     record: SuccessRecord
-    failures: dict[str, str] = field(default_factory=dict)
 
 
 def ordered_stages(names: list[str] | tuple[str, ...]) -> list[str]:
@@ -192,21 +188,29 @@ def execute_unit(process: Callable[[StageContext, Unit, Path], dict[str, Any]], 
 
 
 def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOutcome:
-    """Assemble the sealed units into the stage's outputs and commit them."""
+    """Assemble the sealed units into the stage's outputs and commit them; with units that failed (after their
+    retries) the stage fails instead and commits nothing: a time-out, a dead worker or a full disk is not a bad
+    sample (bad samples are recorded by the units themselves), and the next run redoes only those units."""
     spec, cfg = prepared.spec, prepared.cfg
+    if failures:
+        shown = "\n".join(f"  {unit}: {reason}" for unit, reason in sorted(failures.items())[:10])
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        raise StageError(f"{spec.name}: {len(failures)} of {len(prepared.units)} unit(s) failed:\n{shown}{more}\n"
+                         f"the {len(prepared.units) - len(failures)} finished unit(s) are kept; fix the cause (see "
+                         f"the reasons) and run again to redo only the failed ones")
     processed = time.time()
-    result = spec.finalize(prepared.ctx, prepared.units, failures)
+    result = spec.finalize(prepared.ctx, prepared.units)
     record = prepared.run.commit(
         stage_version=spec.version, config=spec.config_of(cfg), upstream=prepared.upstream,
         inputs_digest=prepared.inputs_digest, row_counts=result.row_counts,
         timings={"process_s": round(processed - prepared.started, 3), "finalize_s": round(time.time() - processed, 3),
                  "total_s": round(time.time() - prepared.started, 3), "units": len(prepared.units),
                  "units_run": len(prepared.pending)},
-        extra={**result.extra, "unit_failures": failures},
+        extra=result.extra,
     )
     log.info("%s: committed %s (%s)", spec.name, record.output_id,
              ", ".join(f"{k}={v}" for k, v in record.row_counts.items()))
-    return StageOutcome(spec.name, "ran", record, failures)
+    return StageOutcome(spec.name, "ran", record)
 
 
 def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
@@ -215,9 +219,19 @@ def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: boo
         prepared = prepare_stage(spec, cfg, store, force)
         if isinstance(prepared, StageOutcome):
             return prepared
+        by_id = {u.id: u for u in prepared.pending}
         failures = run_units(execute_unit, [(u.id, (spec.process, prepared.ctx, u)) for u in prepared.pending],
                              workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
-        return complete_stage(prepared, failures)
+        for attempt in range(1, cfg.runtime.unit_retries + 1):
+            retry = [u for u, failure in failures.items() if failure.retryable]
+            if not retry:
+                break
+            log.warning("%s: retrying %d failed unit(s) (retry %d of %d)", spec.name, len(retry), attempt,
+                        cfg.runtime.unit_retries)
+            again = run_units(execute_unit, [(u, (spec.process, prepared.ctx, by_id[u])) for u in retry],
+                              workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
+            failures = {u: f for u, f in failures.items() if u not in retry} | again
+        return complete_stage(prepared, {u: f.reason for u, f in failures.items()})
 
 
 def run_pipeline(specs: Mapping[str, StageSpec], cfg: FilsConfig, stages: list[str] | None = None,

@@ -52,7 +52,7 @@ class StageSpec:
     config_of: Callable[[FilsConfig], dict[str, Any]]  # the settings that change the outputs
     plan: Callable[[StageContext], list[Unit]]
     process: Callable[[StageContext, Unit, Path], dict[str, Any]]  # module-level: runs in worker processes
-    finalize: Callable[[StageContext, list[Unit], dict[str, str]], StageResult]  # (ctx, units, failures)
+    finalize: Callable[[StageContext, list[Unit]], StageResult]  # runs only when every unit is sealed
     inputs_digest: Callable[[FilsConfig], str] | None = None  # identity of raw inputs (first stage only)
     # Time limit of one unit when it is not runtime.unit_timeout_s (None inside: no limit, e.g. a training run).
     unit_timeout_s: Callable[[FilsConfig], float | None] | None = None

@@ -129,12 +129,11 @@ def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: 
     return preds, score(model.head_cfg, scores, targets, meta.get("action_verbs"), meta.get("action_nouns")), meta
 
 
-def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     cfg, out = ctx.cfg, ctx.output_dir
-    excluded = [{"key": f"(shard {unit_id})", "reason": reason} for unit_id, reason in failures.items()]
+    excluded = []
     for unit in units:
-        if unit.id not in failures:
-            excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
+        excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
     excluded = [{"clips": 1} | e for e in excluded] + shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split)
     weights = classifier_dirs(ctx.upstream_dir("finetune"))
     results = {name: _score_weights(ctx, units, name, path) for name, path in weights.items()}

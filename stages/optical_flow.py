@@ -20,6 +20,7 @@ from pipeline.action_area.contact_sheet import render_tile, write_sheets
 from pipeline.action_area.flow import FlowFn, compute_flows, gray_frames, make_flow
 from pipeline.action_area.table import ACTION_AREAS_FILE, write_action_areas
 from pipeline.config import FilsConfig
+from pipeline.errors import ENVIRONMENT_ERRORS
 from pipeline.config.optical_flow import OpticalFlowConfig
 from pipeline.fingerprint import stable_json
 from pipeline.manifest import read_clips
@@ -104,6 +105,8 @@ def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]
                 continue
             try:
                 indices, rgb, flows, area = clip_area(sample, ocfg, flow)
+            except ENVIRONMENT_ERRORS:
+                raise
             except Exception as exc:  # noqa: BLE001 - one bad clip never stops the unit
                 rows[sample.key] = _row(sample.key, ocfg.backend, None, [], f"{type(exc).__name__}: {exc}")
                 log.warning("clip %s failed: %s", sample.key, rows[sample.key]["reason"])
@@ -114,6 +117,8 @@ def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]
                                    ocfg.contact_sheet.tile_height)
                 cv2.imwrite(str(out_dir / f"{sample.key}.png"), cv2.cvtColor(tile, cv2.COLOR_RGB2BGR))
         missing_reason = f"clip not found in shard {unit.payload['shard']}"
+    except ENVIRONMENT_ERRORS:
+        raise
     except Exception as exc:  # noqa: BLE001 - an unreadable shard fails its remaining clips, not the stage
         missing_reason = f"shard {unit.payload['shard']} unreadable: {type(exc).__name__}: {exc}"
     for key in wanted - rows.keys():
@@ -122,15 +127,11 @@ def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]
     return {s: sum(1 for r in rows.values() if r["status"] == s) for s in STATUSES}
 
 
-def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     ocfg = ctx.cfg.optical_flow
     rows: list[dict[str, Any]] = []
     tiles: dict[str, np.ndarray] = {}
     for unit in units:
-        if unit.id in failures:
-            rows += [_row(k, ocfg.backend, None, [], f"unit {unit.id} failed: {failures[unit.id]}")
-                     for k in unit.payload["keys"]]
-            continue
         folder = ctx.unit_dir(unit.id)
         rows += json.loads((folder / ROWS_JSON).read_text())
         for key in unit.payload["sheet_keys"]:

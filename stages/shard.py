@@ -160,18 +160,13 @@ def process_video(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     return {"clips": len(metas), "rejects": len(rejects)}
 
 
-def _finalize(ctx: StageContext, units: list[Unit], failures: dict[str, str]) -> StageResult:
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     cfg = ctx.cfg
     root = cfg.data.source.root
     rejects = [clip_reject(_display_path(c, root), c, "video named in the annotations was not found under "
                            "data.source.root") for c in clips_for(cfg) if c.source is None]
     items: list[ShardItem] = []
-    by_key = {c.key: c for c in clips_for(cfg)}
     for unit in units:
-        if unit.id in failures:
-            rejects += video_rejects(unit.payload["name"], [by_key[k] for k in unit.payload["keys"]],
-                                     failures[unit.id])
-            continue
         folder = ctx.unit_dir(unit.id)
         rejects += json.loads((folder / REJECTS_JSON).read_text())
         items += [ShardItem(m["key"], folder / f"{m['key']}.mp4", m) for m in json.loads((folder / CLIPS_JSON).read_text())]

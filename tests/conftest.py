@@ -1,7 +1,10 @@
 """Shared fixtures. Prefect reads its settings at import time, so they are set here before anything
 imports it: a private PREFECT_HOME, no analytics, no inherited server."""
 import os
+import signal
 import tempfile
+import time
+import uuid
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fils-prefect-home-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -30,6 +33,39 @@ def make_config(workdir: Path, samples: Path, overrides: list[str] | None = None
     }
     tree.update(sections)
     return load_config(tree=tree, overrides=overrides)
+
+
+def marked_processes(mark: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"FILS_TEST_MARK={mark}".encode() in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until_gone(mark: str, seconds: float = 15) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (alive := marked_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+@pytest.fixture
+def mark(monkeypatch) -> str:
+    """A marker in the environment of every process the test starts, to find the survivors of a kill."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv("FILS_TEST_MARK", value)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    yield value
+    for pid in marked_processes(value):  # never leave a stray process behind, even when a test fails
+        os.kill(pid, signal.SIGKILL)
 
 
 def reseal(workdir: Path, stage: str) -> None:

@@ -3,17 +3,16 @@ its output open, a stalled child, a SIGKILLed or SIGTERMed stage process. Afterw
 survive; they are found by a marker in their environment."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from conftest import marked_processes, wait_until_gone
 from pipeline.child_process import ChildFailed, run_supervised
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,38 +36,6 @@ TRAINER = textwrap.dedent("""
         print("step", step, flush=True)
         time.sleep(0.2)
 """)
-
-
-def marked_processes(mark: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if f"FILS_TEST_MARK={mark}".encode() in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def wait_until_gone(mark: str, seconds: float = 15) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (alive := marked_processes(mark)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive
-
-
-@pytest.fixture
-def mark(monkeypatch) -> str:
-    value = uuid.uuid4().hex
-    monkeypatch.setenv("FILS_TEST_MARK", value)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    yield value
-    for pid in marked_processes(value):  # never leave a stray process behind, even when a test fails
-        os.kill(pid, signal.SIGKILL)
 
 
 def trainer(mode: str) -> list[str]:

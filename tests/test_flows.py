@@ -1,5 +1,8 @@
 """The `fils` flow in-process on a temporary Prefect server: task runners, retries, failure reporting."""
 import hashlib
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import stages.captions
 from flows.fils_flow import fils
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _outputs(workdir: Path) -> dict[str, str]:
@@ -72,3 +76,34 @@ def test_failed_unit_is_retried_and_persistent_failure_fails_the_flow(tmp_path, 
                 force_stages=["captions"]) == {"shard": "skipped", "captions": "ran"}
     assert len(pq.read_table(tmp_path / "captions" / "captions.parquet")) == \
         len(pq.read_table(tmp_path / "shard" / "clips.parquet"))
+
+
+@pytest.mark.parametrize("runner", ["thread", "process", "dask"])
+def test_a_unit_past_its_time_limit_is_stopped_under_every_runner(tmp_path, samples_dir, runner):
+    """Every unit gets 50 ms (a shard unit takes far longer): each is killed, none is recorded as a bad video,
+    the stage fails and commits nothing."""
+    state = fils(config_path="configs/demo.yaml", stages=["shard"], return_state=True,
+                 overrides=_overrides(tmp_path, samples_dir, f"runtime.task_runner={runner}",
+                                      "runtime.unit_timeout_s=0.05", "runtime.unit_retries=0"))
+    assert state.is_failed()
+    assert "stage shard failed" in state.message and "timed out after" in state.message
+    assert not (tmp_path / "shard").exists()
+
+
+def test_a_run_already_on_the_stage_keeps_the_flow_out(tmp_path, samples_dir):
+    """A CLI run (here: a process holding the stage's lock as a CLI run does) and a Prefect run on one workdir."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom pipeline.locks import stage_locks\n"
+        "with stage_locks(Path(sys.argv[1]), 'shard'):\n    print('held', flush=True)\n    time.sleep(600)\n"),
+        str(tmp_path)], stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        state = fils(config_path="configs/demo.yaml", stages=["shard"], return_state=True,
+                     overrides=_overrides(tmp_path, samples_dir))
+        assert state.is_failed() and "is busy: stage shard is held run by" in state.message
+        assert f"pid {holder.pid}" in state.message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert fils(config_path="configs/demo.yaml", stages=["shard"], overrides=_overrides(tmp_path, samples_dir)) == \
+        {"shard": "ran"}

@@ -181,7 +181,7 @@ def _noop_plan(ctx):
     return []
 
 
-def _noop_finalize(ctx, units, failures):
+def _noop_finalize(ctx, units):
     return StageResult(row_counts={})
 
 

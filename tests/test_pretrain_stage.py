@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import make_config, reseal
+from conftest import make_config, marked_processes, reseal, wait_until_gone
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
 from pipeline.manifest import CLIPS_FILE, read_clips
@@ -27,7 +27,6 @@ from pipeline.shards import SHARDS_SUBDIR, iter_shard, shard_paths
 from stages.captions import SPEC as CAPTIONS
 from stages.pretrain import SPEC
 from stages.shard import SPEC as SHARD
-from test_child_process import mark, marked_processes, wait_until_gone  # noqa: F401 - mark is a fixture
 from test_pretrain_data import write_side_tables, write_tar
 
 REPO = Path(__file__).resolve().parents[1]

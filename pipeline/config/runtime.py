@@ -19,4 +19,7 @@ class RuntimeConfig(Section):
         "process), a process pool, or Dask (prefect-dask) at `dask_address` or on a local cluster.",
     )
     dask_address: str | None = Field(default=None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786.")
-    unit_retries: int = Field(default=2, ge=0, le=10, description="Prefect retries of a failed unit.")
+    unit_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a unit that failed (time-out, dead worker, I/O error); a "
+        "unit that still fails fails the stage, with the finished units kept.",
+    )

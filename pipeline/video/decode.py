@@ -14,6 +14,8 @@ import av
 import cv2
 import numpy as np
 
+from pipeline.errors import ENVIRONMENT_ERRORS
+
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "decord", "pyav"]
@@ -72,7 +74,7 @@ def decode_frames(source: Source, indices: Sequence[int] | None = None, backend:
         return _decode_pyav(source, indices)
     try:
         return _decode_decord(source, indices)
-    except DecodeError:
+    except (DecodeError, *ENVIRONMENT_ERRORS):
         raise
     except Exception as exc:  # noqa: BLE001 - decord raises its own error types (or is missing)
         if backend == "decord":
@@ -80,7 +82,7 @@ def decode_frames(source: Source, indices: Sequence[int] | None = None, backend:
         log.debug("decord failed (%s); falling back to PyAV", exc)
     try:
         return _decode_pyav(source, indices)
-    except DecodeError:
+    except (DecodeError, *ENVIRONMENT_ERRORS):
         raise
     except Exception as exc:  # noqa: BLE001
         raise DecodeError(f"clip could not be decoded by decord or PyAV: {exc}") from exc
