@@ -7,7 +7,6 @@ kept), with the reasons in the flow run's state message.
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing
 from contextlib import contextmanager
@@ -35,7 +34,6 @@ OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
 # Time-limited worker processes shared by the thread-runner tasks of a running stage (spawning a process
 # per unit would cost more than most units).
 _ISOLATION_POOLS: dict[str, ProcessPool] = {}
-_LOCAL_POOL: ProcessPool | None = None
 
 
 @contextmanager
@@ -54,28 +52,21 @@ def _forward_logs() -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-def _process_local_pool() -> ProcessPool:
-    """One time-limited worker for the units that this (process- or Dask-runner) worker process runs."""
-    global _LOCAL_POOL
-    if multiprocessing.current_process().daemon:
-        raise RuntimeError("this task runner's worker is a daemonic process, which cannot start the time-limited "
-                           "process a unit runs in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False in "
-                           "their environment, or use runtime.task_runner=process")
-    if _LOCAL_POOL is None:
-        _LOCAL_POOL = isolated_pool(1)
-        atexit.register(_LOCAL_POOL.stop)
-    return _LOCAL_POOL
-
-
 @task(name="unit", task_run_name="{stage}:{unit.id}")
 def run_unit(stage: str, prepared_ctx: Any, unit: Unit, timeout_s: float | None) -> str:
     """Run one unit; raise on failure so Prefect retries it. A timed unit runs in a worker process that is
     killed when its time is up (native decoders can hang where a thread cannot stop them), under every task
-    runner: the stage's shared pool under the thread runner, else a pool of one kept by the runner's worker."""
+    runner: the stage's shared pool under the thread runner; under the process and Dask runners a process of its
+    own (a pool kept in their workers would keep them from exiting)."""
     process = registry()[stage].process
-    pool = None if timeout_s is None else _ISOLATION_POOLS.get(stage) or _process_local_pool()
-    failures = run_units(execute_unit, [(unit.id, (process, prepared_ctx, unit))], workers=0,
-                         timeout_s=timeout_s, desc=f"{stage}:{unit.id}", pool=pool)
+    shared = _ISOLATION_POOLS.get(stage)
+    if timeout_s is not None and shared is None and multiprocessing.current_process().daemon:
+        raise StageError("this task runner's worker is a daemonic process, which cannot start the time-limited "
+                         "process a unit runs in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
+                         "in their environment, or use runtime.task_runner=process")
+    workers = 0 if timeout_s is None or shared is not None else 1
+    failures = run_units(execute_unit, [(unit.id, (process, prepared_ctx, unit))], workers=workers,
+                         timeout_s=timeout_s, desc=f"{stage}:{unit.id}", pool=shared)
     if failures:
         failure = failures[unit.id]
         raise (RuntimeError if failure.retryable else StageError)(failure.reason)

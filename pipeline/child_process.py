@@ -82,10 +82,11 @@ def _terminate_raises() -> Iterator[None]:
 
 
 def end_session_on_sigterm() -> None:
-    """For the child's entry point: on SIGTERM (the parent died, or ``torchrun`` shuts its ranks down), kill the
-    whole session the supervisor started, so no DataLoader worker or fork server is left behind. Does nothing
-    when the process was not started by ``run_supervised``."""
-    if os.environ.get(SESSION_ENV) != "1" or os.getpgrp() != os.getsid(0):
+    """For the child's entry point: on SIGTERM (the process running the stage died), kill the whole session the
+    supervisor started, so no DataLoader worker or fork server is left behind. Only in the session's leader, the
+    process ``run_supervised`` started: under ``torchrun`` the ranks keep torchrun's own handling of SIGTERM
+    (elastic restarts stop ranks with it)."""
+    if os.environ.get(SESSION_ENV) != "1" or os.getpid() != os.getsid(0):
         return
 
     def end(signum: int, frame: object) -> None:

@@ -32,6 +32,20 @@ def test_samples_run_status_and_errors(tmp_path):
     assert states["shard"]["state"] == "done" and states["shard"]["row_counts"]["clips"] == 5
     stale = fils("status", "-c", str(config))
     assert stale.stdout.startswith("shard") and "stale" in stale.stdout.splitlines()[0]
+    assert "(changed: settings shard.short_side)" in stale.stdout
+
+    clips = tmp_path / "w" / "shard" / "clips.parquet"
+    original = clips.read_bytes()
+    clips.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
+    assert fils("status", "-c", str(config), "--set", "shard.short_side=64").returncode == 0  # sizes match
+    verified = fils("status", "-c", str(config), "--verify", "--set", "shard.short_side=64")
+    assert verified.returncode == 1 and "corrupt" in verified.stdout and "clips.parquet: contents changed" in verified.stdout
+    clips.write_bytes(original[:100])
+    truncated = fils("status", "-c", str(config), "--set", "shard.short_side=64")
+    assert truncated.returncode == 1 and "clips.parquet: 100 bytes, committed with" in truncated.stdout
+    rebuilt = fils("run", "-c", str(config), "--stages", "shard", "--set", "shard.short_side=64")
+    assert rebuilt.returncode == 0 and "committed output is corrupt" in rebuilt.stderr
+    assert clips.read_bytes() == original
 
     bad = fils("run", "-c", str(config), "--set", "shard.crf=99")
     assert bad.returncode == 2 and "`shard.crf`: got 99" in bad.stderr
