@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, Mapping
 from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
                                 stage_fingerprint)
 from pipeline.config import ConfigError, FilsConfig
-from pipeline.errors import StageError
+from pipeline.errors import ENVIRONMENT_ERRORS, StageError
 from pipeline.locks import stage_locks
 from pipeline.parallel import run_units, single_threaded
 from pipeline.stage import StageContext, StageSpec, Unit
@@ -199,15 +199,20 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
                          f"the {len(prepared.units) - len(failures)} finished unit(s) are kept; fix the cause (see "
                          f"the reasons) and run again to redo only the failed ones")
     processed = time.time()
-    result = spec.finalize(prepared.ctx, prepared.units)
-    record = prepared.run.commit(
-        stage_version=spec.version, config=spec.config_of(cfg), upstream=prepared.upstream,
-        inputs_digest=prepared.inputs_digest, row_counts=result.row_counts,
-        timings={"process_s": round(processed - prepared.started, 3), "finalize_s": round(time.time() - processed, 3),
-                 "total_s": round(time.time() - prepared.started, 3), "units": len(prepared.units),
-                 "units_run": len(prepared.pending)},
-        extra=result.extra,
-    )
+    try:
+        result = spec.finalize(prepared.ctx, prepared.units)
+        record = prepared.run.commit(
+            stage_version=spec.version, config=spec.config_of(cfg), upstream=prepared.upstream,
+            inputs_digest=prepared.inputs_digest, row_counts=result.row_counts,
+            timings={"process_s": round(processed - prepared.started, 3),
+                     "finalize_s": round(time.time() - processed, 3), "total_s": round(time.time() - prepared.started, 3),
+                     "units": len(prepared.units), "units_run": len(prepared.pending)},
+            extra=result.extra,
+        )
+    except ENVIRONMENT_ERRORS as exc:
+        raise StageError(f"{spec.name}: writing the outputs failed ({type(exc).__name__}: {exc}); nothing was "
+                         f"committed and the {len(prepared.units)} finished unit(s) are kept: free space (or fix "
+                         f"the cause) and run again") from exc
     log.info("%s: committed %s (%s)", spec.name, record.output_id,
              ", ".join(f"{k}={v}" for k, v in record.row_counts.items()))
     return StageOutcome(spec.name, "ran", record)

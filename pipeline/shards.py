@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,9 +59,14 @@ def plan_shards(items: list[ShardItem], target_bytes: float, max_count: int, min
 def write_shard(path: Path, items: list[ShardItem]) -> None:
     with open(path, "wb") as fh:
         writer = wds.TarWriter(fh, user="fils", group="fils", mtime=0, encoder=False)
-        for item in items:
-            writer.write({"__key__": item.key, "mp4": item.video.read_bytes(),
-                          "json": json.dumps(item.meta, sort_keys=True).encode()})
+        try:
+            for item in items:
+                writer.write({"__key__": item.key, "mp4": item.video.read_bytes(),
+                              "json": json.dumps(item.meta, sort_keys=True).encode()})
+        except BaseException:
+            with suppress(OSError):  # a full disk fails the close too; mark the tar closed, keep the first error
+                writer.tarstream.close()
+            raise
         writer.close()
 
 

@@ -42,14 +42,19 @@ def fils_run(config: Path, *args: str, file_size_limit: int | None = None) -> su
                           preexec_fn=limit if file_size_limit else None)
 
 
-def test_a_full_disk_fails_the_stage_and_the_rerun_completes_it(tmp_path, samples_dir, sharded):
+@pytest.mark.parametrize("limit, message", [
+    (20_000, "unit(s) failed"),  # the real clips' units cannot write their clips; the generated ones can
+    (60_000, "writing the outputs failed"),  # every unit fits; the shard tar does not
+], ids=["in units", "in the commit"])
+def test_a_full_disk_fails_the_stage_and_the_rerun_completes_it(tmp_path, samples_dir, sharded, limit, message):
     config = write_config(tmp_path / "c.yaml", tmp_path / "work", samples_dir)
-    failed = fils_run(config, file_size_limit=60_000)  # the small clips fit, the larger ones do not
+    failed = fils_run(config, file_size_limit=limit)
     assert failed.returncode == 2, failed.stderr
-    assert "unit(s) failed" in failed.stderr and "File too large" in failed.stderr
-    assert "finished unit(s) are kept" in failed.stderr
+    assert message in failed.stderr and "File too large" in failed.stderr and "are kept" in failed.stderr
+    assert "Traceback" not in failed.stderr
     assert not (tmp_path / "work" / "shard").exists()  # nothing committed: no reject rows for healthy videos
     finished = list((tmp_path / "work" / ".staging").glob("shard/*/units/*"))
+    assert 0 < len(finished) <= 13
     done = fils_run(config)
     assert done.returncode == 0, done.stderr
     assert f"{len(finished)} already done" in done.stderr
