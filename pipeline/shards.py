@@ -76,6 +76,7 @@ def shard_paths(shard_stage_dir: Path, split: str | None = None) -> list[Path]:
 
 
 def iter_shard(path: Path) -> Iterator[ShardSample]:
-    dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    # A list, not a string: WebDataset splits a string at "::" and expands braces, which a workdir may contain.
+    dataset = wds.WebDataset([str(Path(path).absolute())], shardshuffle=False, empty_check=False)
     for sample in dataset:
         yield ShardSample(sample["__key__"], sample["mp4"], json.loads(sample["json"]))

@@ -16,7 +16,7 @@ from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
 from pipeline.manifest import read_clips
 from pipeline.runner import StageError, pipeline_status, run_pipeline
-from pipeline.shards import iter_shard, shard_paths
+from pipeline.shards import ShardItem, iter_shard, shard_paths, write_shard
 from stages import registry
 from video_factory import gradient_frames, write_audio_only, write_mjpeg_avi, write_video
 
@@ -212,3 +212,14 @@ def test_training_split_is_shuffled_across_shards_and_short_segments_are_kept(tm
     assert val_keys == sorted(val_keys)
     rejects = pq.read_table(tmp_path / "work" / "shard" / "rejects.parquet").to_pylist()
     assert [(r["source_path"], r["split"], r["clips"]) for r in rejects] == [("gone.mp4", "validation", 1)]
+
+
+def test_shards_are_read_from_any_workdir_name(tmp_path):
+    """WebDataset takes a string for a URL list ("a::b") with brace expansion; a path is just a path."""
+    folder = tmp_path / "runs::v2 {a,b}"
+    folder.mkdir()
+    clip = folder / "clip.mp4"
+    clip.write_bytes(b"not decoded here")
+    write_shard(folder / "train-000000.tar", [ShardItem("k0", clip, {"key": "k0"})])
+    (sample,) = iter_shard(folder / "train-000000.tar")
+    assert sample.key == "k0" and sample.mp4 == b"not decoded here"
