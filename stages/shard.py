@@ -160,6 +160,24 @@ def process_video(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     return {"clips": len(metas), "rejects": len(rejects)}
 
 
+MAX_REJECT_LINES = 20
+
+
+def _log_rejects(rejects: list[dict[str, Any]]) -> None:
+    """One line per video and reason, at most MAX_REJECT_LINES of them: a dataset subset with the full annotation
+    files would otherwise log a line for each of tens of thousands of missing clips (rejects.parquet has them all)."""
+    groups: Counter[tuple[str, str]] = Counter()
+    for reject in rejects:
+        groups[reject["source_path"], reject["reason"]] += reject["clips"]
+    ordered = sorted(groups.items())
+    for (source, reason), clips in ordered[:MAX_REJECT_LINES]:
+        log.warning("rejected %s (%d clip%s): %s", source, clips, "" if clips == 1 else "s", reason)
+    if len(ordered) > MAX_REJECT_LINES:
+        rest = ordered[MAX_REJECT_LINES:]
+        log.warning("... and %d more clip(s) of %d more video(s) rejected; every one is in %s",
+                    sum(c for _, c in rest), len({src for (src, _), _ in rest}), REJECTS_FILE)
+
+
 def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     cfg = ctx.cfg
     root = cfg.data.source.root
@@ -170,9 +188,7 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
         folder = ctx.unit_dir(unit.id)
         rejects += json.loads((folder / REJECTS_JSON).read_text())
         items += [ShardItem(m["key"], folder / f"{m['key']}.mp4", m) for m in json.loads((folder / CLIPS_JSON).read_text())]
-    for reject in rejects:
-        log.warning("rejected %s%s: %s", reject["source_path"], f" [{reject['key']}]" if reject["key"] else "",
-                    reject["reason"])
+    _log_rejects(rejects)
     if not items:
         raise StageError(f"shard: no usable clip left ({len(rejects)} rejected); "
                          f"first reasons: {stable_json(rejects[:3])}")

@@ -223,3 +223,19 @@ def test_shards_are_read_from_any_workdir_name(tmp_path):
     write_shard(folder / "train-000000.tar", [ShardItem("k0", clip, {"key": "k0"})])
     (sample,) = iter_shard(folder / "train-000000.tar")
     assert sample.key == "k0" and sample.mp4 == b"not decoded here"
+
+
+def test_a_dataset_subset_logs_a_summary_not_a_line_per_missing_clip(tmp_path, samples_dir, caplog):
+    """Full annotation files over a few downloaded videos: 60 clips of 30 missing videos, one present video."""
+    rows = ["path,label,text,split", "synthetic/circle/circle_000.mp4,circle,,train"]
+    rows += [f"missing/video_{v:02d}.mp4,circle,,train" for v in range(30) for _ in range(2)]
+    listing = tmp_path / "subset.csv"
+    listing.write_text("\n".join(rows) + "\n")
+    cfg = make_config(tmp_path / "work", samples_dir, [f"data.source.annotations={listing}"])
+    with caplog.at_level("WARNING", logger="fils.shard"):
+        (outcome,) = run_pipeline(registry(), cfg, ["shard"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "fils.shard"]
+    assert len(lines) == 21 and lines[0].startswith("rejected missing/video_00.mp4 (2 clips): video named")
+    assert lines[-1] == "... and 20 more clip(s) of 10 more video(s) rejected; every one is in rejects.parquet"
+    assert pq.read_table(tmp_path / "work" / "shard" / "rejects.parquet").num_rows == 60
+    assert outcome.record.row_counts["clips"] == 1
