@@ -147,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, AnnotationError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only or full workdir, a path that is a file, ...: the machine, not a bug
+        if args.verbose:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; nothing finished was lost (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

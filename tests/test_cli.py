@@ -51,6 +51,10 @@ def test_samples_run_status_and_errors(tmp_path):
     assert bad.returncode == 2 and "`shard.crf`: got 99" in bad.stderr
     unknown = fils("run", "-c", str(config), "--stages", "shard,flow")
     assert unknown.returncode == 2 and "unknown stage(s) flow" in unknown.stderr
+    (tmp_path / "a_file").write_text("")
+    unwritable = fils("run", "-c", str(config), "--set", f"workdir={tmp_path / 'a_file' / 'work'}")
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr
+    assert f"error: Not a directory ({tmp_path / 'a_file' / 'work'}" in unwritable.stderr
 
 
 def test_config_reference_and_resolved_config_round_trip(tmp_path):
