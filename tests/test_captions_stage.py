@@ -166,7 +166,7 @@ def test_a_failed_shard_fails_the_stage_and_the_rerun_redoes_only_that_shard(tmp
         return original(cfg, shard_dir, shard_name)
 
     monkeypatch.setattr(captions_stage, "caption_shard", second_shard_dies)
-    with pytest.raises(StageError, match=r"1 of 2 shard\(s\) failed \(first: train-000001: RuntimeError: CUDA out"):
+    with pytest.raises(StageError, match=r"1 of 2 unit\(s\) failed:\n  train-000001: RuntimeError: CUDA out"):
         _run(cfg)
     assert not (tmp_path / "captions").exists()
     monkeypatch.setattr(captions_stage, "caption_shard", original)
