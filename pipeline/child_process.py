@@ -95,6 +95,17 @@ def end_session_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, end)
 
 
+def worker_dies_with_parent() -> None:
+    """Initializer of a multiprocessing worker: SIGKILL when the process that started it dies, including when it
+    died while this worker was still starting (the kernel signal only covers a death after the request)."""
+    import multiprocessing
+
+    die_with_parent(signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class _LogTail:
     """Follows the child's log file: forwards new lines to our log, keeps the last ones for error messages."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from pebble import ProcessExpired, ProcessPool
 
-from pipeline.child_process import die_with_parent
+from pipeline.child_process import worker_dies_with_parent
 from pipeline.errors import StageError
 from pipeline.progress import progress
 
@@ -63,8 +62,8 @@ def single_threaded() -> Iterator[None]:
 def isolated_pool(workers: int) -> ProcessPool:
     """Spawned worker processes that can be killed when a unit runs out of time (units set their own
     thread count: ``single_threaded``), and that die with the process that runs the stage."""
-    return ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
-                       initargs=(signal.SIGKILL,))
+    return ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"),
+                       initializer=worker_dies_with_parent)
 
 
 @dataclass(frozen=True)

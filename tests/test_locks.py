@@ -47,13 +47,16 @@ def test_a_second_run_on_the_workdir_is_refused_and_deletes_nothing(tmp_path, sa
     second_cfg = write_config(tmp_path / "b.yaml", workdir, samples_dir, second_short_side)
     first = fils("run", "-c", str(first_cfg), "--stages", "shard")
     wait_for_holder(workdir, "shard")
-    units_before = staged_units(workdir)
-    second = fils("run", "-c", str(second_cfg), "--stages", "shard")
-    _, err = second.communicate(timeout=120)
-    assert second.returncode == 75, err
-    assert "busy: workdir" in err and "stage shard is held run by" in err and f"pid {first.pid}" in err
-    if ArtifactStore(workdir).success("shard") is None:  # the first run is still at work: its units are all there
-        assert staged_units(workdir) >= units_before
+    first.send_signal(signal.SIGSTOP)  # hold it mid-run (it keeps its lock), whatever the machine's speed
+    try:
+        units_before = staged_units(workdir)
+        second = fils("run", "-c", str(second_cfg), "--stages", "shard")
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 75, err
+        assert "busy: workdir" in err and "stage shard is held run by" in err and f"pid {first.pid}" in err
+        assert staged_units(workdir) >= units_before and ArtifactStore(workdir).success("shard") is None
+    finally:
+        first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     first_record = ArtifactStore(workdir).success("shard")
