@@ -149,8 +149,9 @@ def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
         missing = [u for u in spec.upstream if store.success(u) is None]
         raise StageError(f"stage {spec.name!r} needs the output of {', '.join(missing)}; "
                          f"run `fils run -c CONFIG --stages {','.join([*missing, spec.name])}` first")
-    for name in spec.upstream:
-        problems = store.verify(name, store.success(name))  # type: ignore[arg-type]
+    records = {u: store.success(u) for u in spec.upstream}
+    for name, record in records.items():
+        problems = store.verify(name, record)  # type: ignore[arg-type]
         if problems:
             raise StageError(f"upstream {name} is corrupt ({'; '.join(problems[:3])}); rebuild it first: "
                              f"`fils run -c CONFIG --stages {name},{spec.name}`")
@@ -164,7 +165,7 @@ def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
     started = time.time()
     run = store.open_run(spec.name, fingerprint, fresh=force)
     ctx = StageContext(cfg=cfg, stage=spec.name, workdir=store.workdir,
-                       upstream={u: store.success(u) for u in spec.upstream},  # type: ignore[misc]
+                       upstream=records,  # type: ignore[arg-type]
                        output_dir=run.output_dir, units_dir=run.units_dir)
     units = spec.plan(ctx)
     pending = [u for u in units if not run.unit_done(u.id)]

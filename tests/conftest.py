@@ -2,6 +2,8 @@
 imports it: a private PREFECT_HOME, no analytics, no inherited server."""
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -66,6 +68,17 @@ def mark(monkeypatch) -> str:
     yield value
     for pid in marked_processes(value):  # never leave a stray process behind, even when a test fails
         os.kill(pid, signal.SIGKILL)
+
+
+def hold_stage_lock(workdir: Path, stage: str) -> subprocess.Popen:
+    """Another process holding ``stage``'s lock, as a running `fils run` does; returns once it holds it."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom pipeline.locks import stage_locks\n"
+        "with stage_locks(Path(sys.argv[1]), sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(600)\n"),
+        str(workdir), stage], stdout=subprocess.PIPE, text=True,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def reseal(workdir: Path, stage: str) -> None:

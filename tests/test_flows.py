@@ -1,8 +1,5 @@
 """The `fils` flow in-process on a temporary Prefect server: task runners, retries, failure reporting."""
 import hashlib
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import stages.captions
+from conftest import hold_stage_lock
 from flows.fils_flow import fils
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _outputs(workdir: Path) -> dict[str, str]:
@@ -92,12 +89,8 @@ def test_a_unit_past_its_time_limit_is_stopped_under_every_runner(tmp_path, samp
 
 def test_a_run_already_on_the_stage_keeps_the_flow_out(tmp_path, samples_dir):
     """A CLI run (here: a process holding the stage's lock as a CLI run does) and a Prefect run on one workdir."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom pipeline.locks import stage_locks\n"
-        "with stage_locks(Path(sys.argv[1]), 'shard'):\n    print('held', flush=True)\n    time.sleep(600)\n"),
-        str(tmp_path)], stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    holder = hold_stage_lock(tmp_path, "shard")
     try:
-        assert holder.stdout.readline().strip() == "held"
         state = fils(config_path="configs/demo.yaml", stages=["shard"], return_state=True,
                      overrides=_overrides(tmp_path, samples_dir))
         assert state.is_failed() and "is busy: stage shard is held run by" in state.message

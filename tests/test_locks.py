@@ -2,7 +2,6 @@
 a dead holder's lock is free at once; a stage being read by another run cannot be recommitted."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import hold_stage_lock
 from pipeline.artifacts import ArtifactStore
 from pipeline.locks import WorkdirBusy, stage_locks
 
@@ -69,11 +69,7 @@ def test_a_second_run_on_the_workdir_is_refused_and_deletes_nothing(tmp_path, sa
 
 
 def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom pipeline.locks import stage_locks\n"
-        "with stage_locks(Path(sys.argv[1]), 'shard'):\n    print('held', flush=True)\n    time.sleep(600)\n"),
-        str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_stage_lock(tmp_path, "shard")
     with pytest.raises(WorkdirBusy, match=f"pid {holder.pid}"):
         with stage_locks(tmp_path, "shard"):
             pass
