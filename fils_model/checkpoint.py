@@ -103,9 +103,13 @@ class CheckpointManager:
     def path(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}.pt"
 
+    def saved(self) -> list[Path]:
+        """Every kept checkpoint, oldest first."""
+        return [self.path(step) for step in self._steps()]
+
     def latest(self) -> Path | None:
-        steps = self._steps()
-        return self.path(steps[-1]) if steps else None
+        saved = self.saved()
+        return saved[-1] if saved else None
 
     def resume(self, load: Callable[[Path], None]) -> Path | None:
         """``load`` the newest readable checkpoint (None: there is none yet). An unreadable one is reported and the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -19,8 +20,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging.handlers import APILogHandler
 
 from flows.artifacts import publish_stage_artifacts, publish_sweep_artifacts
+from flows.reporting import FinishedDespiteOutage, api_reachable, api_url, best_effort
 from flows.runners import make_task_runner
 from pipeline.artifacts import ArtifactStore
+from pipeline.child_process import stop_when_parent_dies
 from pipeline.config import FilsConfig, load_config
 from pipeline.locks import stage_locks
 from pipeline.parallel import isolated_pool, run_units
@@ -30,6 +33,7 @@ from pipeline.stage import Unit
 from stages import registry
 
 StageName = Literal["shard", "optical_flow", "captions", "pretrain", "finetune", "evaluate"]
+WORKER_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # set by Prefect workers and runners for the flow-run process
 OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
 # Time-limited worker processes shared by the thread-runner tasks of a running stage (spawning a process
 # per unit would cost more than most units).
@@ -83,33 +87,40 @@ def _run_units(prepared: PreparedStage) -> dict[str, str]:
     unit_task = run_unit.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30],
                                       retry_condition_fn=_retryable)
 
+    kept: FinishedDespiteOutage[dict[str, str]] = FinishedDespiteOutage(f"the {name} units")
+
     @flow(name=f"{name}-units", task_runner=make_task_runner(cfg))
     def fan_out() -> dict[str, str]:
-        progress = create_progress_artifact(progress=0.0, key=f"fils-{name.replace('_', '-')}-progress",
-                                            description=f"{name}: units done")
+        progress = best_effort("the progress bar", create_progress_artifact, progress=0.0,
+                               key=f"fils-{name.replace('_', '-')}-progress", description=f"{name}: units done")
         futures = unit_task.map(name, prepared.ctx, prepared.pending, prepared.unit_timeout_s)
         failures: dict[str, str] = {}
+        shown = 0
         for done, (unit, future) in enumerate(zip(prepared.pending, futures), start=1):
             future.wait()
             if future.state.is_failed():
                 failures[unit.id] = future.state.message or "failed"
-            update_progress_artifact(progress, 100.0 * done / len(futures))
-        return failures
+            percent = 100 * done // len(futures)
+            if progress is not None and percent > shown:  # at most 100 updates, however many units
+                best_effort("the progress bar", update_progress_artifact, progress, float(percent))
+                shown = percent
+        return kept.keep(failures)
 
     if not prepared.pending:
         return {}
     if cfg.runtime.task_runner != "thread" or prepared.unit_timeout_s is None:
-        return fan_out()  # process/Dask workers are processes already; untimed units (training) stream logs
+        return kept.call(fan_out)  # process/Dask workers are processes already; untimed units stream logs
     with isolated_pool(max(1, cfg.runtime.workers)) as pool:
         _ISOLATION_POOLS[name] = pool
         try:
-            return fan_out()
+            return kept.call(fan_out)
         finally:
             del _ISOLATION_POOLS[name]
 
 
 def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
     spec = registry()[name]
+    kept: FinishedDespiteOutage[StageOutcome] = FinishedDespiteOutage(f"stage {name}")
 
     @flow(name=f"stage-{name.replace('_', '-')}")
     def stage_flow() -> StageOutcome:
@@ -122,10 +133,10 @@ def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
             else:
                 outcome = complete_stage(prepared, _run_units(prepared))
                 logger.info("%s ran: %s", name, outcome.record.row_counts)
-        publish_stage_artifacts(outcome, cfg.workdir)
-        return outcome
+        best_effort(f"the {name} artifacts", publish_stage_artifacts, outcome, cfg.workdir)
+        return kept.keep(outcome)
 
-    return stage_flow()
+    return kept.call(stage_flow)
 
 
 def resolve_config(config_path: str | None, config: FilsConfig | None, overrides: list[str]) -> FilsConfig:
@@ -143,9 +154,15 @@ def fils(config_path: str | None = "configs/demo.yaml", stages: list[StageName] 
     """Run FILS stages. ``stages`` defaults to every implemented stage; ``force`` recomputes all selected
     stages, ``force_stages`` only those named; ``config`` (a full config tree) replaces ``config_path``;
     ``sweep`` runs the nightly evaluation sweep over every checkpoint not yet evaluated."""
+    if os.environ.get(WORKER_RUN_ENV):
+        stop_when_parent_dies()  # a worker killed with -9 must not leave its run behind, holding the stage locks
     with _forward_logs():
-        return _run_fils(resolve_config(config_path, config, list(overrides or [])), stages, force, force_stages,
-                         sweep)
+        actions = _run_fils(resolve_config(config_path, config, list(overrides or [])), stages, force,
+                            force_stages, sweep)
+    if not api_reachable():
+        get_run_logger().warning("the Prefect API %s is unreachable, so this run may show as running there; its "
+                                 "work is done: %s", api_url(), actions)
+    return actions
 
 
 def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, force_stages: list[StageName] | None,
@@ -155,7 +172,7 @@ def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, forc
         from stages.evaluate_sweep import run_sweep
 
         result = run_sweep(cfg, None)
-        publish_sweep_artifacts(result)
+        best_effort("the sweep artifacts", publish_sweep_artifacts, result)
         if result.failed:
             get_run_logger().warning("sweep: %d checkpoint(s) failed: %s", len(result.failed), result.failed)
         return {"evaluated": str(len(result.evaluated)), "skipped": str(len(result.skipped)),
@@ -170,7 +187,16 @@ def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, forc
         try:
             actions[name] = run_stage_in_flow(name, cfg, name in forced).action
         except Exception as exc:
+            if not api_reachable():
+                raise StageError(_outage_message(name, actions, exc)) from exc
             raise StageError(f"stage {name} failed: {exc}") from exc
     return actions
+
+
+def _outage_message(name: str, actions: dict[str, str], exc: Exception) -> str:
+    finished = ", ".join(f"{stage} {action}" for stage, action in actions.items()) or "none"
+    return (f"the Prefect API {api_url()} failed during stage {name} ({type(exc).__name__}: {exc}). Stages "
+            f"committed: {finished}; run the flow again once the server is back: committed stages are skipped and "
+            "finished units are kept")
 
 

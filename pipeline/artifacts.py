@@ -16,6 +16,7 @@ the content, so a rerun that produces the same bytes keeps every downstream stag
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -100,9 +101,11 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
 
-def content_id(files: list[OutputFile]) -> str:
-    """The identity of an output: a hash of its files' names and contents (not of when or how it was made)."""
-    return hash_value([(f.path, f.sha256) for f in files])[:24]
+def content_id(files: list[OutputFile], log_files: tuple[str, ...] = ()) -> str:
+    """The identity of an output: a hash of its files' names and contents (not of when or how it was made: files
+    matching ``log_files`` are left out)."""
+    return hash_value([(f.path, f.sha256) for f in files
+                       if not any(fnmatch.fnmatchcase(f.path, pattern) for pattern in log_files)])[:24]
 
 
 def _code_version() -> str:
@@ -162,7 +165,7 @@ class StageRun:
 
     def commit(self, *, stage_version: str, config: dict[str, Any], upstream: dict[str, str],
                inputs_digest: str | None, row_counts: dict[str, int], timings: dict[str, float],
-               extra: dict[str, Any] | None = None) -> SuccessRecord:
+               extra: dict[str, Any] | None = None, log_files: tuple[str, ...] = ()) -> SuccessRecord:
         outputs = sorted(
             (p for p in self.output_dir.rglob("*") if p.is_file()), key=lambda p: str(p.relative_to(self.output_dir))
         )
@@ -172,7 +175,7 @@ class StageRun:
             stage=self.stage,
             stage_version=stage_version,
             fingerprint=self.fingerprint,
-            output_id=content_id(files),
+            output_id=content_id(files, log_files),
             code_version=_code_version(),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             config=config,

@@ -4,8 +4,9 @@ The child starts a new session, so it and everything it starts (torchrun ranks, 
 server) form one process group that is killed as a whole:
 
 * when the child exits, whatever it left behind in its group is killed (a SIGKILLed trainer leaves a fork server);
-* when the stage is stopped (SIGTERM, SIGINT, a unit time-out) or the process running the stage dies (the waiting
-  loop sees its parent change; the child also gets SIGTERM from the kernel, ``PR_SET_PDEATHSIG``);
+* when the stage is stopped (SIGTERM, SIGINT, a unit time-out) or the process running the stage dies (the child
+  gets SIGTERM from the kernel, ``PR_SET_PDEATHSIG``), or, where that process is a worker (a pool or task runner
+  process), when the process that started the worker dies (the waiting loop sees its parent change);
 * when the child makes no progress (its log does not grow) for ``stall_s`` seconds.
 
 The child's output goes straight to its log file, not through a pipe: waiting is on the child's exit, never on
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import shlex
 import signal
@@ -95,11 +97,31 @@ def end_session_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, end)
 
 
+_PARENT_WATCH: list[threading.Thread] = []
+
+
+def stop_when_parent_dies(poll_s: float = 1.0) -> None:
+    """For a process that lives for its parent (a flow run started by a Prefect worker): once the parent dies,
+    SIGKILL included, SIGKILL ourselves. That is a case every stage survives (a kill -9 of `fils run`): supervised
+    children and pool workers die with us, finished units stay, a rerun resumes. Not SIGTERM: the flow engine
+    turns it into a graceful shutdown that waits for a running unit, which can be a whole training run. Polls,
+    because the kernel's parent-death signal follows the parent *thread* that started us. Idempotent."""
+    if _PARENT_WATCH:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)  # no log first: its handlers write to the dead parent's pipe
+
+    _PARENT_WATCH.append(threading.Thread(target=watch, name="parent-watch", daemon=True))
+    _PARENT_WATCH[0].start()
+
+
 def worker_dies_with_parent() -> None:
     """Initializer of a multiprocessing worker: SIGKILL when the process that started it dies, including when it
     died while this worker was still starting (the kernel signal only covers a death after the request)."""
-    import multiprocessing
-
     die_with_parent(signal.SIGKILL)
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:
@@ -158,15 +180,17 @@ def run_supervised(cmd: list[str], log_path: Path, *, env: dict[str, str] | None
 
 
 def _wait(proc: subprocess.Popen, tail: _LogTail, stall_s: float | None, timeout_s: float | None) -> int:
-    parent = os.getppid()
+    # Only a worker's parent matters: a `fils run` started with nohup is reparented when its shell exits and
+    # must go on training.
+    parent = os.getppid() if multiprocessing.parent_process() is not None else None
     started = last_progress = time.monotonic()
     while (code := proc.poll()) is None:
         time.sleep(POLL_S)
         now = time.monotonic()
         if tail.poll():
             last_progress = now
-        if os.getppid() != parent:
-            raise ChildFailed("the process running this stage lost its parent; training stopped", tail.text())
+        if parent is not None and os.getppid() != parent:
+            raise ChildFailed("the worker running this stage lost its parent; training stopped", tail.text())
         if stall_s is not None and now - last_progress > stall_s:
             raise ChildFailed(f"no output for {stall_s:.0f} s: the child looks stuck and was killed (raise "
                               f"launch.stall_timeout_s if a step really takes this long)", tail.text())

@@ -208,7 +208,7 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
             timings={"process_s": round(processed - prepared.started, 3),
                      "finalize_s": round(time.time() - processed, 3), "total_s": round(time.time() - prepared.started, 3),
                      "units": len(prepared.units), "units_run": len(prepared.pending)},
-            extra=result.extra,
+            extra=result.extra, log_files=spec.log_files,
         )
     except ENVIRONMENT_ERRORS as exc:
         raise StageError(f"{spec.name}: writing the outputs failed ({type(exc).__name__}: {exc}); nothing was "

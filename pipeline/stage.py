@@ -56,3 +56,6 @@ class StageSpec:
     inputs_digest: Callable[[FilsConfig], str] | None = None  # identity of raw inputs (first stage only)
     # Time limit of one unit when it is not runtime.unit_timeout_s (None inside: no limit, e.g. a training run).
     unit_timeout_s: Callable[[FilsConfig], float | None] | None = None
+    # Output files that record how the output was made (logs, throughput), not what it is: committed and verified
+    # like the others but left out of the output id, so a rerun that gives the same results keeps later stages.
+    log_files: tuple[str, ...] = ()  # fnmatch patterns, relative to the output folder

@@ -9,7 +9,9 @@ processes or GPUs), supervised so that it never outlives or hangs the stage (``p
 output goes to ``train.log`` and to the log.
 
 Outputs: ``encoder/`` (``model.safetensors`` + ``config.json``, loads into ``transformers.VideoMAEModel``),
-``checkpoint.pt`` (final training state), ``metrics.csv``, ``tensorboard/``, ``train.log``,
+``checkpoint.pt`` (final training state), ``checkpoints/step_*.pt`` (every checkpoint the trainer kept,
+``pretrain.trainer.keep_every``: hard links, no copies; the nightly sweep evaluates them), ``metrics.csv``,
+``tensorboard/``, ``train.log``,
 ``pretrain_config.json`` (the resolved trainer config, epochs turned into steps).
 """
 from __future__ import annotations
@@ -194,7 +196,8 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     run_logged(launch_command(job_path, section.launch), job.run_dir / LOG_FILE, section.launch)
 
     total = job.train.trainer.total_steps
-    latest = CheckpointManager(job.run_dir / "checkpoints", 1, 1).latest()
+    checkpoints = CheckpointManager(job.run_dir / "checkpoints", 1, 1)
+    latest = checkpoints.latest()
     step = int(latest.stem.removeprefix("step_")) if latest else 0
     if step < total:
         raise StageError(f"pretrain stopped at step {step} of {total} (pretrain.launch.max_steps_per_attempt="
@@ -203,6 +206,9 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
 
     export_checkpoint(latest, out_dir / "encoder")
     _link_tree(latest, out_dir / "checkpoint.pt")
+    (out_dir / "checkpoints").mkdir()
+    for kept in checkpoints.saved():  # the commit deletes the staging: the kept checkpoints go with the output
+        _link_tree(kept, out_dir / "checkpoints" / kept.name)
     for name in ("metrics.csv", "tensorboard", LOG_FILE):
         if (job.run_dir / name).exists():
             _link_tree(job.run_dir / name, out_dir / name)
@@ -223,7 +229,8 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
 
 
 SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
-                 plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit)
+                 plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit,
+                 log_files=("metrics.csv", "train.log", "tensorboard/*"))  # wall-clock throughput and times
 
 
 # -- the training process ------------------------------------------------------------------------------------

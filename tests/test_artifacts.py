@@ -90,6 +90,27 @@ def test_output_id_is_derived_from_the_content(tmp_path):
     assert _commit(store, "shard", "b" * 64, b"other").output_id != first.output_id
 
 
+def test_log_files_are_committed_and_verified_but_not_part_of_the_output_id(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    def commit(log: bytes, content: bytes = b"weights"):
+        run = store.open_run("pretrain", "c" * 64)
+        (run.output_dir / "model.bin").write_bytes(content)
+        (run.output_dir / "logs").mkdir()
+        (run.output_dir / "logs" / "train.log").write_bytes(log)
+        return run.commit(stage_version="1", config={}, upstream={}, inputs_digest=None, row_counts={},
+                          timings={}, log_files=("logs/*",))
+
+    first = commit(b"12:00:01 step 1, 10.9 clips/s")
+    again = commit(b"12:07:44 step 1, 48.2 clips/s")
+    assert again.output_id == first.output_id
+    assert commit(b"12:07:44 step 1, 48.2 clips/s", b"other weights").output_id != first.output_id
+    assert "logs/train.log" in {f.path for f in again.outputs}
+    (tmp_path / "pretrain" / "logs" / "train.log").write_bytes(b"12:07:44 step 1, 99.9 clips/s")
+    assert store.verify("pretrain", store.success("pretrain"), checksums=True) == \
+        ["logs/train.log: contents changed since the commit (sha256)"]
+
+
 def test_committed_output_is_a_link_switched_atomically(tmp_path):
     store = ArtifactStore(tmp_path)
     _commit(store, "shard", "a" * 64, b"first")

@@ -1,11 +1,19 @@
 """End to end through a real Prefect server, work pool, `prefect deploy --all` and a worker, as a user runs it."""
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from flows.local_server import artifacts, deploy_all, flow_run, run_deployment, start_server, worker_run_once
+from conftest import marked_processes, wait_until_gone
+from flows.local_server import (POOL, REPO_ROOT, artifacts, deploy_all, flow_run, run_deployment, start_server,
+                                worker_run_once)
 from pipeline.artifacts import ArtifactStore
 from stages import registry
 
@@ -95,3 +103,60 @@ def test_nightly_sweep_evaluates_only_new_checkpoints(server, params):
     assert again["state"]["type"] == "COMPLETED"
     assert len(pq.read_table(table)) == after_first  # nothing new to evaluate
     assert "fils-nightly-eval" in {a["key"] for a in artifacts(server) if a.get("key")}
+
+
+def _trainer_started(mark: str) -> bool:
+    for pid in marked_processes(mark):
+        try:
+            if b"stages.pretrain" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds survivors through /proc")
+def test_kill_9_of_the_worker_during_training_stops_its_run_and_a_rerun_resumes(server, params, tmp_path, mark):
+    """The worker's flow-run process, the trainer and its loader workers all go with the worker; the rerun
+    resumes (nothing committed is redone) and gives the bytes of an uninterrupted run."""
+    assert _run(server, "fils/full-pipeline", params)["state"]["type"] == "COMPLETED"  # reference (skips if done)
+    reference = _output_ids(_workdir(params))
+    workdir = tmp_path / "work"
+    killed = {**params, "overrides": [f"workdir={workdir}", *params["overrides"][1:]]}
+    upstream = ["shard", "optical_flow", "captions"]
+    assert _run(server, "fils/full-pipeline", {**killed, "stages": upstream})["state"]["type"] == "COMPLETED"
+    committed = {stage: ArtifactStore(workdir).success(stage).created_at for stage in upstream}
+
+    seed = random.randrange(2**32)
+    training_s = ArtifactStore(_workdir(params)).success("pretrain").timings["process_s"]
+    delay = random.Random(seed).uniform(0.0, 0.8 * training_s)  # a point inside training
+    print(f"worker killed {delay:.2f} s after the trainer started (seed {seed}; training takes {training_s} s)")
+    run_id = run_deployment(server, "fils/pretrain", killed)
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--run-once"],
+                              cwd=REPO_ROOT, env=server.env, stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "worker.log", "w"))
+    deadline = time.monotonic() + 300
+    while not _trainer_started(mark):
+        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+        time.sleep(0.2)
+    time.sleep(delay)
+    saved = {p.name: p.stat().st_ino for p in workdir.glob(".staging/pretrain/**/checkpoints/step_*.pt")}
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+
+    survivors = wait_until_gone(mark, seconds=120)
+    assert survivors == [], f"processes of the killed run survive: {survivors}"
+    state = flow_run(server, run_id)["state"]
+    assert state["type"] != "COMPLETED" and ArtifactStore(workdir).success("pretrain") is None
+
+    rerun = _run(server, "fils/pretrain", killed)
+    assert rerun["state"]["type"] == "COMPLETED", rerun["state"]["message"]
+    store = ArtifactStore(workdir)
+    assert {stage: store.success(stage).created_at for stage in upstream} == committed
+    kept = {p.name: p.stat().st_ino for p in (workdir / "pretrain" / "checkpoints").glob("step_*.pt")}
+    for name in saved.keys() & kept.keys():  # saved before the kill: resumed from, not recomputed
+        assert kept[name] == saved[name], name
+    ids = _output_ids(workdir)
+    assert ids == {stage: reference[stage] for stage in [*upstream, "pretrain"]}
+    assert marked_processes(mark) == []
