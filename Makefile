@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Two test processes: most long tests wait on subprocesses, servers and sleeps; one module stays in one process
+# (module fixtures such as the end-to-end Prefect server are built once).
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench clean-state
 
@@ -18,7 +21,7 @@ demo: install
 	$(PY) -m flows.demo
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b; done

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -32,14 +30,9 @@ from fils_model.distributed import DistEnv, all_reduce_mean
 from fils_model.fils import FILSModel
 from fils_model.metrics import MetricLogger
 from fils_model.optim import build_optimizer, build_scheduler, ema_momentum
+from fils_model.seeding import seed_everything
 
 BATCH_KEYS = ("video", "mask", "action_tokens", "text_embedding", "pixels")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Trainer:

@@ -24,6 +24,7 @@ from fils_model.encoder_init import load_pretrained_encoder
 from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.linear_probe import extract_features, train_probe
+from fils_model.seeding import seed_everything
 from pipeline.artifacts import UNIT_FILE, ArtifactStore
 from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
 from pipeline.config import FilsConfig
@@ -87,8 +88,9 @@ def _config_of(cfg: FilsConfig) -> dict[str, Any]:
 
 def build_classifier(section: FinetuneSection | FinetuneRecipe, source: Path | None,
                      random_model: Any = None) -> VideoClassifier:
-    """The classifier with the encoder of ``source`` (random weights when None) and freshly initialised heads."""
-    torch.manual_seed(section.seed)
+    """The classifier with the encoder of ``source`` (random weights when None) and freshly initialised heads.
+    Seeds every RNG: the heads' initialisation, and numpy's for Mixup/CutMix (unseeded, no two runs would agree)."""
+    seed_everything(section.seed)
     if source is None:
         return VideoClassifier(random_model.model_copy(update={"drop_path": section.drop_path}), section.head)
     encoder, model_cfg = load_pretrained_encoder(source, section.drop_path)

@@ -25,6 +25,17 @@ from pipeline.config import FilsConfig, load_config  # noqa: E402
 from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples  # noqa: E402
 
 
+# The longest modules first (measured serially: the end-to-end module ~10 min, the flows ~5 min, ...): `make test`
+# hands whole modules to two workers in collection order, so these start at once and the two finish together.
+LONGEST_FIRST = ("test_prefect_e2e", "test_flows", "test_pretrain_stage", "test_prefect_outage", "test_failure_semantics",
+                 "test_learning_check", "test_optical_flow", "test_fault_injection", "test_shard_stage", "test_cli")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
+
+
 def make_config(workdir: Path, samples: Path, overrides: list[str] | None = None, **sections: Any) -> FilsConfig:
     """A config over a `fils samples` folder, fast settings for tests; ``sections`` replace whole sections."""
     tree: dict[str, Any] = {
