@@ -83,3 +83,24 @@ def test_stopping_or_killing_the_stage_process_ends_the_child_and_its_helpers(tm
     stage.send_signal(signum)
     stage.wait(60)
     assert wait_until_gone(mark) == []
+
+
+def test_training_goes_on_when_the_stage_process_is_orphaned(tmp_path, mark):
+    """`nohup fils run ... &` and the shell exits: the stage process is reparented, and its training must go on
+    (only a worker whose starter died stops). The "shell" here starts the stage process and exits at once."""
+    stage = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from pipeline.child_process import run_supervised
+        run_supervised([sys.executable, "-c", "import time\\nfor i in range(10): print(i, flush=True); time.sleep(0.3)"],
+                       Path({str(tmp_path / "train.log")!r}))
+        Path({str(tmp_path / "finished")!r}).write_text("ok")
+    """)
+    log = tmp_path / "train.log"
+    shell = (f"import subprocess, sys, time, pathlib\nsubprocess.Popen([sys.executable, '-c', {stage!r}])\n"
+             f"while '1' not in pathlib.Path({str(log)!r}).read_text().split() if pathlib.Path({str(log)!r}).exists() "
+             "else True:\n    time.sleep(0.05)")  # exits once training is under way
+    subprocess.run([sys.executable, "-c", shell], cwd=REPO, check=True)
+    assert wait_until_gone(mark, seconds=60) == []
+    assert (tmp_path / "finished").is_file(), log.read_text()
+    assert "9" in log.read_text().split()
