@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m flows.demo
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b; done
