@@ -49,14 +49,17 @@ def ordered_stages(names: list[str] | tuple[str, ...]) -> list[str]:
     return [n for n in STAGE_NAMES if n in names]
 
 
-def current_fingerprint(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) -> tuple[str | None, dict[str, str], str | None]:
-    """Fingerprint from the config and the committed upstream outputs (None when an upstream is missing)."""
-    upstream: dict[str, str] = {}
-    for name in spec.upstream:
-        record = store.success(name)
-        if record is None:
-            return None, {}, None
-        upstream[name] = record.output_id
+def committed_upstream(spec: StageSpec, store: ArtifactStore) -> dict[str, SuccessRecord | None]:
+    """The markers of the stage's upstream outputs (None for one not committed)."""
+    return {name: store.success(name) for name in spec.upstream}
+
+
+def current_fingerprint(spec: StageSpec, cfg: FilsConfig, records: Mapping[str, SuccessRecord | None]
+                        ) -> tuple[str | None, dict[str, str], str | None]:
+    """Fingerprint from the config and the upstream ``records`` (None when an upstream is missing)."""
+    if any(record is None for record in records.values()):
+        return None, {}, None
+    upstream = {name: record.output_id for name, record in records.items()}  # type: ignore[union-attr]
     digest = spec.inputs_digest(cfg) if spec.inputs_digest else None
     return stage_fingerprint(spec.name, spec.version, spec.config_of(cfg), upstream, digest), upstream, digest
 
@@ -70,7 +73,7 @@ def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: Arti
         spec = specs[name]
         record = store.success(name)
         try:
-            fingerprint, _, _ = current_fingerprint(spec, cfg, store)
+            fingerprint, _, _ = current_fingerprint(spec, cfg, committed_upstream(spec, store))
         except (ConfigError, StageError) as exc:  # e.g. a stage whose config section is absent
             statuses[name] = StageStatus(name, "stale" if record else "missing", None,
                                          record.fingerprint if record else None,
@@ -144,12 +147,12 @@ class PreparedStage:
 def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
                   force: bool = False) -> PreparedStage | StageOutcome:
     """Return the skip outcome when the stage is up to date, else everything needed to run it."""
-    fingerprint, upstream, digest = current_fingerprint(spec, cfg, store)
+    records = committed_upstream(spec, store)
+    fingerprint, upstream, digest = current_fingerprint(spec, cfg, records)
     if fingerprint is None:
-        missing = [u for u in spec.upstream if store.success(u) is None]
+        missing = [u for u, record in records.items() if record is None]
         raise StageError(f"stage {spec.name!r} needs the output of {', '.join(missing)}; "
                          f"run `fils run -c CONFIG --stages {','.join([*missing, spec.name])}` first")
-    records = {u: store.success(u) for u in spec.upstream}
     for name, record in records.items():
         problems = store.verify(name, record)  # type: ignore[arg-type]
         if problems:
