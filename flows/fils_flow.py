@@ -125,7 +125,7 @@ def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
     @flow(name=f"stage-{name.replace('_', '-')}")
     def stage_flow() -> StageOutcome:
         logger = get_run_logger()
-        with stage_locks(cfg.workdir, name, spec.upstream):
+        with stage_locks(cfg.workdir, name, spec.upstream_for(cfg)):
             prepared = prepare_stage(spec, cfg, ArtifactStore(cfg.workdir), force)
             if isinstance(prepared, StageOutcome):
                 logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])

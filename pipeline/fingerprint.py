@@ -1,6 +1,7 @@
 """Content fingerprints: stable hashes of configs, file identities and files."""
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from pathlib import Path
@@ -28,3 +29,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def without_runtime_only(tree: dict[str, Any], runtime_only: tuple[str, ...], prefix: str) -> dict[str, Any]:
+    """``tree`` (a config section dumped to JSON, at dotted path ``prefix``) without the settings matched by
+    ``runtime_only`` (fnmatch patterns of dotted paths): what enters a stage's fingerprint."""
+    kept: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}"
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in runtime_only):
+            continue
+        kept[key] = without_runtime_only(value, runtime_only, path) if isinstance(value, dict) else value
+    return kept

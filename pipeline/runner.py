@@ -49,9 +49,9 @@ def ordered_stages(names: list[str] | tuple[str, ...]) -> list[str]:
     return [n for n in STAGE_NAMES if n in names]
 
 
-def committed_upstream(spec: StageSpec, store: ArtifactStore) -> dict[str, SuccessRecord | None]:
-    """The markers of the stage's upstream outputs (None for one not committed)."""
-    return {name: store.success(name) for name in spec.upstream}
+def committed_upstream(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) -> dict[str, SuccessRecord | None]:
+    """The markers of the upstream outputs this config reads (None for one not committed)."""
+    return {name: store.success(name) for name in spec.upstream_for(cfg)}
 
 
 def current_fingerprint(spec: StageSpec, cfg: FilsConfig, records: Mapping[str, SuccessRecord | None]
@@ -73,13 +73,14 @@ def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: Arti
         spec = specs[name]
         record = store.success(name)
         try:
-            fingerprint, _, _ = current_fingerprint(spec, cfg, committed_upstream(spec, store))
+            records = committed_upstream(spec, cfg, store)
+            fingerprint, _, _ = current_fingerprint(spec, cfg, records)
         except (ConfigError, StageError) as exc:  # e.g. a stage whose config section is absent
             statuses[name] = StageStatus(name, "stale" if record else "missing", None,
                                          record.fingerprint if record else None,
                                          dict(record.row_counts) if record else {}, f"not configured: {exc}")
             continue
-        bad_upstream = [u for u in spec.upstream if u not in statuses or statuses[u].state != "done"]
+        bad_upstream = [u for u in records if u not in statuses or statuses[u].state != "done"]
         problems = store.verify(name, record, checksums) if record is not None else []
         if record is None:
             state, reason = "missing", "never run" if not bad_upstream else f"needs {', '.join(bad_upstream)}"
@@ -116,12 +117,26 @@ def changed_since(record: SuccessRecord, spec: StageSpec, cfg: FilsConfig, store
     changed = changed_keys(record.config, spec.config_of(cfg))
     if changed:
         reasons.append(f"settings {', '.join(changed[:5])}" + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""))
-    rerun = [u for u in spec.upstream if (up := store.success(u)) and record.upstream.get(u) != up.output_id]
+    rerun = [u for u in spec.upstream_for(cfg) if (up := store.success(u)) and record.upstream.get(u) != up.output_id]
     if rerun:
         reasons.append(f"new output of {', '.join(rerun)}")
     if spec.inputs_digest and record.inputs_digest != spec.inputs_digest(cfg):
         reasons.append("input files")
     return "changed: " + "; ".join(reasons) if reasons else "fingerprint changed"
+
+
+def verified_output(store: ArtifactStore, stage: str, reader: str, record: SuccessRecord | None = None,
+                    rerun: tuple[str, ...] = ()) -> Path:
+    """The committed output folder of ``stage`` for ``reader`` to read, its files checked against their marker
+    (sizes); a clear error naming the stages to (re)run when it is missing or corrupt."""
+    command = f"`fils run -c CONFIG --stages {','.join(rerun or (stage,))}`"
+    record = record or store.success(stage)
+    if record is None:
+        raise StageError(f"{reader} needs the output of {stage}; run {command} first")
+    problems = store.verify(stage, record)
+    if problems:
+        raise StageError(f"upstream {stage} is corrupt ({'; '.join(problems[:3])}); rebuild it first: {command}")
+    return store.workdir / stage
 
 
 @dataclass
@@ -147,17 +162,16 @@ class PreparedStage:
 def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
                   force: bool = False) -> PreparedStage | StageOutcome:
     """Return the skip outcome when the stage is up to date, else everything needed to run it."""
-    records = committed_upstream(spec, store)
+    records = committed_upstream(spec, cfg, store)
     fingerprint, upstream, digest = current_fingerprint(spec, cfg, records)
     if fingerprint is None:
         missing = [u for u, record in records.items() if record is None]
-        raise StageError(f"stage {spec.name!r} needs the output of {', '.join(missing)}; "
+        reasons = spec.upstream_reasons(cfg)
+        why = "".join(f" ({reasons[u]})" for u in missing if reasons[u])
+        raise StageError(f"stage {spec.name!r} needs the output of {', '.join(missing)}{why}; "
                          f"run `fils run -c CONFIG --stages {','.join([*missing, spec.name])}` first")
     for name, record in records.items():
-        problems = store.verify(name, record)  # type: ignore[arg-type]
-        if problems:
-            raise StageError(f"upstream {name} is corrupt ({'; '.join(problems[:3])}); rebuild it first: "
-                             f"`fils run -c CONFIG --stages {name},{spec.name}`")
+        verified_output(store, name, f"stage {spec.name!r}", record, rerun=(name, spec.name))
     existing = store.success(spec.name)
     if not force and existing is not None and existing.fingerprint == fingerprint:
         problems = store.verify(spec.name, existing)
@@ -224,7 +238,7 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
 
 def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
     """Run a stage with local worker processes (each unit under a time limit), holding its locks."""
-    with stage_locks(store.workdir, spec.name, spec.upstream):
+    with stage_locks(store.workdir, spec.name, spec.upstream_for(cfg)):
         prepared = prepare_stage(spec, cfg, store, force)
         if isinstance(prepared, StageOutcome):
             return prepared

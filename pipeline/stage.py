@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from pipeline.artifacts import SuccessRecord
 from pipeline.config import FilsConfig
@@ -48,7 +48,7 @@ class StageResult:
 class StageSpec:
     name: str
     version: str  # bump when the meaning of the outputs changes
-    upstream: tuple[str, ...]
+    upstream: tuple[str, ...]  # every stage it may read: the edges of the DAG
     config_of: Callable[[FilsConfig], dict[str, Any]]  # the settings that change the outputs
     plan: Callable[[StageContext], list[Unit]]
     process: Callable[[StageContext, Unit, Path], dict[str, Any]]  # module-level: runs in worker processes
@@ -59,3 +59,26 @@ class StageSpec:
     # Output files that record how the output was made (logs, throughput), not what it is: committed and verified
     # like the others but left out of the output id, so a rerun that gives the same results keeps later stages.
     log_files: tuple[str, ...] = ()  # fnmatch patterns, relative to the output folder
+    # The upstream stages a config reads, each with why (shown when it is missing); default: all of ``upstream``.
+    # E.g. finetune reads pretrain only when it starts from its encoder. Only these must be committed, and only
+    # their outputs enter the fingerprint.
+    needs: Callable[[FilsConfig], Mapping[str, str]] | None = None
+    # The config sections whose settings the stage reads (dotted paths), and the settings under them that do not
+    # change its outputs (fnmatch patterns: batch sizes, workers, time limits). Every other setting under
+    # ``sections`` must reach the fingerprint through ``config_of`` (tests/test_fingerprint_coverage.py checks it).
+    sections: tuple[str, ...] = ()
+    runtime_only: tuple[str, ...] = ()
+
+    def upstream_for(self, cfg: FilsConfig) -> tuple[str, ...]:
+        """The upstream stages this config reads, in the order of ``upstream``."""
+        return tuple(self.upstream_reasons(cfg))
+
+    def upstream_reasons(self, cfg: FilsConfig) -> dict[str, str]:
+        """Upstream stage -> why this config reads it ("" when the stage always does)."""
+        if self.needs is None:
+            return {name: "" for name in self.upstream}
+        needed = self.needs(cfg)
+        undeclared = set(needed) - set(self.upstream)
+        if undeclared:
+            raise ValueError(f"stage {self.name!r} needs undeclared upstream stage(s) {sorted(undeclared)}")
+        return {name: needed[name] for name in self.upstream if name in needed}

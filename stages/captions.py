@@ -31,7 +31,7 @@ from pipeline.caption_sources import caption_shard, load_caption_file
 from pipeline.caption_tables import CAPTIONS_FILE, EMBEDDINGS_FILE, STATUS_OK, write_parquet
 from pipeline.config import FilsConfig
 from pipeline.config.captions import CaptionsConfig, TextEncoderConfig
-from pipeline.fingerprint import file_identity, hash_value
+from pipeline.fingerprint import file_identity, hash_value, without_runtime_only
 from pipeline.runner import StageError
 from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
@@ -66,14 +66,17 @@ def _caption_settings(cfg: CaptionsConfig) -> dict[str, Any]:
             "image_size": cfg.image_size, "dtype": cfg.dtype, "generation": cfg.generation.model_dump(mode="json")}
 
 
+# Batch sizes, the device, the time limit and allowing pickled checkpoints do not change what is computed.
+RUNTIME_ONLY = ("captions.batch_size", "captions.device", "captions.unit_timeout_s", "captions.text_encoder.batch_size",
+                "captions.text_encoder.allow_pickle")
+
+
 def _encoder_settings(te: TextEncoderConfig) -> dict[str, Any]:
-    # batch_size and allow_pickle do not change the embeddings.
-    return {**te.model_dump(mode="json", exclude={"batch_size", "allow_pickle"}),
+    return {**without_runtime_only(te.model_dump(mode="json"), RUNTIME_ONLY, "captions.text_encoder"),
             "files": [_path_identity(v) for v in (te.model, te.pretrained, te.checkpoint)]}
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    # batch_size, device and unit_timeout_s stay out: they do not change what the captions mean.
     return {"captions": _caption_settings(cfg.captions), "text_encoder": _encoder_settings(cfg.captions.text_encoder)}
 
 
@@ -150,4 +153,5 @@ def _unit_timeout_s(cfg: FilsConfig) -> float:
 
 
 SPEC = StageSpec(name="captions", version=VERSION, upstream=("shard",), config_of=_config_of, plan=_plan,
-                 process=process_shard, finalize=_finalize, unit_timeout_s=_unit_timeout_s)
+                 process=process_shard, finalize=_finalize, unit_timeout_s=_unit_timeout_s, sections=("captions",),
+                 runtime_only=RUNTIME_ONLY)

@@ -21,6 +21,7 @@ import torch
 
 from fils_model.classifier import load_classifier
 from pipeline.config import FilsConfig
+from pipeline.fingerprint import without_runtime_only
 from pipeline.evaluation import plots
 from pipeline.evaluation.predict import Predictions, predict
 from pipeline.evaluation.report import excluded_clips, render_report
@@ -31,6 +32,7 @@ from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from stages.finetune import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR
+from stages.pretrain import training_metrics
 
 PREDICTIONS = "predictions_{weights}.npz"
 EXCLUDED_JSON = "excluded.json"
@@ -46,8 +48,28 @@ def results_path(cfg: FilsConfig) -> Path:
     return path if path.is_absolute() else cfg.workdir / path
 
 
+# The sweep is not this stage; the results table's location and the batch size do not change the scores.
+RUNTIME_ONLY = ("evaluate.sweep", "evaluate.results_table", "evaluate.batch_size")
+
+
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    return cfg.evaluate.model_dump(mode="json", exclude={"sweep", "results_table", "batch_size"})
+    return without_runtime_only(cfg.evaluate.model_dump(mode="json"), RUNTIME_ONLY, "evaluate")
+
+
+def _needs(cfg: FilsConfig) -> dict[str, str]:
+    needs = {"shard": "", "finetune": ""}
+    if cfg.finetune is not None and cfg.finetune.init == "upstream":
+        needs["pretrain"] = "the report plots the pre-training losses of the encoder finetune.init names"
+    return needs
+
+
+def pretrain_losses(ctx: StageContext) -> Path | None:
+    """The loss log of the pretrain output the evaluated classifier was fine-tuned from (None when there is none,
+    or when pretrain has been rerun since: its curve would not belong to this encoder)."""
+    pretrain = ctx.upstream.get("pretrain")
+    if pretrain is None or ctx.upstream["finetune"].upstream.get("pretrain") != pretrain.output_id:
+        return None
+    return training_metrics(ctx.upstream_dir("pretrain"))
 
 
 def _plan(ctx: StageContext) -> list[Unit]:
@@ -97,7 +119,7 @@ def class_names(shard_dir: Path) -> list[str]:
 
 
 def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Path, limit: int,
-                  pretrain_csv: Path) -> list[Path]:
+                  pretrain_csv: Path | None) -> list[Path]:
     """Per-class and confusion figures of every head, plus pre-training losses when their CSV exists."""
     figures = []
     for head, values in scored.per_class.items():
@@ -110,7 +132,7 @@ def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Pat
         if head in scored.confusion:
             figures.append(plots.confusion(scored.confusion[head], head_names, f"{benchmark}: confusion ({head})",
                                            out_dir / f"confusion_{head}.png", limit))
-    if pretrain_csv.is_file():
+    if pretrain_csv is not None:
         curve = plots.loss_curves(pretrain_csv, out_dir / "pretrain_losses.png")
         if curve is not None:
             figures.append(curve)
@@ -154,7 +176,7 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     record_results(table, rows)
     names = class_names(ctx.upstream_dir("shard"))
     figures = write_figures(scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
-                            ctx.workdir / "pretrain" / "metrics.csv")
+                            pretrain_losses(ctx))
     history = [r for r in read_results(table) if r["benchmark"] == benchmark][-50:]
     ema = results.get(EMA_CLASSIFIER_DIR)
     (out / REPORT_FILE).write_text(render_report(
@@ -169,5 +191,6 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
                        extra=extra)
 
 
-SPEC = StageSpec(name="evaluate", version="2", upstream=("shard", "finetune"), config_of=_config_of, plan=_plan,
-                 process=process_shard, finalize=_finalize)
+SPEC = StageSpec(name="evaluate", version="2", upstream=("shard", "finetune", "pretrain"), config_of=_config_of,
+                 plan=_plan, process=process_shard, finalize=_finalize, needs=_needs, sections=("evaluate",),
+                 runtime_only=RUNTIME_ONLY)

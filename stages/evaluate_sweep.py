@@ -25,7 +25,9 @@ from pipeline.evaluation.results import (
 )
 from pipeline.evaluation.scoring import score
 from pipeline.finetune_data import action_map, labelled_count
+from pipeline.artifacts import ArtifactStore
 from pipeline.locks import stage_locks
+from pipeline.runner import verified_output
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.evaluation.report import excluded_clips
 from stages.evaluate import results_path, shard_rejects
@@ -56,7 +58,7 @@ def discover_checkpoints(cfg: FilsConfig) -> list[Path]:
     return sorted(found, key=lambda p: (weights_file(p).stat().st_mtime, str(p)))
 
 
-def _probe(cfg: FilsConfig, checkpoint: Path) -> VideoClassifier:
+def _probe(cfg: FilsConfig, shard_dir: Path, checkpoint: Path) -> VideoClassifier:
 
     section = section_of(cfg)
     sweep = cfg.evaluate.sweep
@@ -65,15 +67,17 @@ def _probe(cfg: FilsConfig, checkpoint: Path) -> VideoClassifier:
         "mode": "linear_probe", "epochs": sweep.probe_epochs, "total_steps": None, "warmup_epochs": sweep.probe_epochs / 10,
         "warmup_steps": 0, "model_ema": False, "optim": optim,
         "mix": section.mix.model_copy(update={"mixup": 0.0, "cutmix": 0.0})})
-    clips = labelled_count(cfg.workdir / "shard", section.data.split, section.head)
-    return fit_linear_probe(cfg, checkpoint, probe.resolve(clips))
+    clips = labelled_count(shard_dir, section.data.split, section.head)
+    return fit_linear_probe(cfg, shard_dir, checkpoint, probe.resolve(clips))
 
 
-def _evaluate(cfg: FilsConfig, model: VideoClassifier, meta: dict[str, Any]) -> tuple[dict[str, float], int, int]:
+def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: dict[str, Any]
+              ) -> tuple[dict[str, float], int, int]:
     ev = cfg.evaluate
-    shards = shard_paths(cfg.workdir / "shard", ev.split)
+    shards = shard_paths(shard_dir, ev.split)
     if not shards:
-        raise FileNotFoundError(f"no shards of split {ev.split!r} under {cfg.workdir / 'shard'}; run the shard stage")
+        raise FileNotFoundError(f"no shards of split {ev.split!r} under {shard_dir}; set evaluate.split to a split "
+                                "the shard stage wrote")
     samples = (s for path in shards for s in iter_shard(path))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preds = predict({"model": model}, samples, ev.views, ev.sampling, ev.batch_size, device,
@@ -83,8 +87,8 @@ def _evaluate(cfg: FilsConfig, model: VideoClassifier, meta: dict[str, Any]) -> 
     scores, targets = preds.arrays()
     verbs, nouns = meta.get("action_verbs"), meta.get("action_nouns")
     if model.head_cfg.task == "epic_action" and verbs is None:
-        verbs, nouns = action_map(cfg.workdir / "shard", model.head_cfg.num_classes)
-    excluded = excluded_clips(preds.excluded + shard_rejects(cfg.workdir / "shard", ev.split))
+        verbs, nouns = action_map(shard_dir, model.head_cfg.num_classes)
+    excluded = excluded_clips(preds.excluded + shard_rejects(shard_dir, ev.split))
     return score(model.head_cfg, scores, targets, verbs, nouns).metrics, len(preds.keys), excluded
 
 
@@ -102,10 +106,11 @@ def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepRe
     """Evaluate ``checkpoints`` (default: discovered by ``evaluate.sweep.checkpoints``) not yet in the table,
     reading the shard stage's clips under its shared lock (the shard stage cannot be recommitted meanwhile)."""
     with stage_locks(cfg.workdir, None, ("shard",)):
-        return _sweep(cfg, checkpoints)
+        shard_dir = verified_output(ArtifactStore(cfg.workdir), "shard", "the evaluation sweep")
+        return _sweep(cfg, shard_dir, checkpoints)
 
 
-def _sweep(cfg: FilsConfig, checkpoints: list[Path] | None) -> SweepResult:
+def _sweep(cfg: FilsConfig, shard_dir: Path, checkpoints: list[Path] | None) -> SweepResult:
     benchmark, views = section_of(cfg).benchmark, cfg.evaluate.views.label
     table = results_path(cfg)
     done = evaluated_keys(table)
@@ -121,7 +126,8 @@ def _sweep(cfg: FilsConfig, checkpoints: list[Path] | None) -> SweepResult:
                 result.skipped.append(checkpoint)
                 continue
             log.info("sweep: evaluating %s (%s, %s)", checkpoint, fingerprint, protocol)
-            metrics, clips, excluded = _evaluate(cfg, model if model is not None else _probe(cfg, checkpoint), meta)
+            model = model if model is not None else _probe(cfg, shard_dir, checkpoint)
+            metrics, clips, excluded = _evaluate(cfg, shard_dir, model, meta)
         except Exception as exc:  # noqa: BLE001 - one broken checkpoint must not stop the nightly run
             log.error("sweep: %s failed: %s", checkpoint, exc)
             result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"

@@ -25,18 +25,19 @@ from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.linear_probe import extract_features, train_probe
 from fils_model.seeding import seed_everything
-from pipeline.artifacts import UNIT_FILE, ArtifactStore
+from pipeline.artifacts import UNIT_FILE
 from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
 from pipeline.config import FilsConfig
 from pipeline.config.evaluate import ViewsConfig
 from pipeline.config.finetune import FinetuneSection
 from pipeline.evaluation.predict import view_batches
 from pipeline.evaluation.results import checkpoint_fingerprint, weights_file
-from pipeline.fingerprint import file_identity
+from pipeline.fingerprint import file_identity, without_runtime_only
 from pipeline.finetune_data import TrainStreamSettings, action_map, labelled_count, train_batches
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from stages.pretrain import pretrained_encoder
 
 log = logging.getLogger("fils.finetune")
 
@@ -44,7 +45,8 @@ CLASSIFIER_DIR = "classifier"
 EMA_CLASSIFIER_DIR = "classifier_ema"  # the model EMA, when finetune.model_ema: a second result
 METRICS_CSV = "metrics.csv"
 LOG_FILE = "train.log"  # torchrun's output, in the run directory
-PRETRAIN_ENCODER = Path("pretrain") / "encoder"
+# Loader and launch settings, and the batch of the probe's feature pass, do not change the classifier.
+RUNTIME_ONLY = ("finetune.loader", "finetune.launch", "finetune.data.feature_batch_size")
 
 
 def section_of(cfg: FilsConfig) -> FinetuneSection:
@@ -53,17 +55,22 @@ def section_of(cfg: FilsConfig) -> FinetuneSection:
     return cfg.finetune
 
 
+def _needs(cfg: FilsConfig) -> dict[str, str]:
+    if section_of(cfg).init != "upstream":
+        return {"shard": ""}
+    return {"shard": "", "pretrain": "finetune.init is 'upstream'; or set finetune.init to a VideoMAE checkpoint "
+                                    "folder/file or to 'random'"}
+
+
 def encoder_source(cfg: FilsConfig) -> Path | None:
-    """The checkpoint ``finetune.init`` names (None: random weights); a clear error when it is missing."""
+    """The checkpoint ``finetune.init`` names (None: random weights); a clear error when it is missing. The
+    pretrain stage's encoder is read only when declared upstream (``_needs``), so the runner has checked that it
+    is committed."""
     init = section_of(cfg).init
     if init == "random":
         return None
     if init == "upstream":
-        if ArtifactStore(cfg.workdir).success("pretrain") is None:
-            raise StageError(f"finetune.init is 'upstream' but {cfg.workdir / 'pretrain'} holds no committed pretrain "
-                             "output; run the pretrain stage first, or set finetune.init to a VideoMAE checkpoint "
-                             "folder/file or to 'random'")
-        return cfg.workdir / PRETRAIN_ENCODER
+        return pretrained_encoder(cfg.workdir / "pretrain")
     path = Path(init).expanduser()
     if not weights_file(path).is_file():
         raise StageError(f"finetune.init: checkpoint {weights_file(path)} not found; give a VideoMAE-layout folder "
@@ -72,18 +79,17 @@ def encoder_source(cfg: FilsConfig) -> Path | None:
 
 
 def _init_identity(cfg: FilsConfig) -> Any:
+    """The encoder's identity; the pretrain stage's enters the fingerprint as an upstream output."""
     init = section_of(cfg).init
-    if init == "random":
-        return "random"
-    if init == "upstream":
-        record = ArtifactStore(cfg.workdir).success("pretrain")
-        return {"pretrain": record.output_id if record else None}
+    if init in ("random", "upstream"):
+        return init
     weights = weights_file(Path(init).expanduser())
     return file_identity(weights) if weights.is_file() else str(weights)
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    return section_of(cfg).model_dump(mode="json", exclude={"loader", "launch"}) | {"encoder": _init_identity(cfg)}
+    settings = without_runtime_only(section_of(cfg).model_dump(mode="json"), RUNTIME_ONLY, "finetune")
+    return settings | {"encoder": _init_identity(cfg)}
 
 
 def build_classifier(section: FinetuneSection | FinetuneRecipe, source: Path | None,
@@ -99,16 +105,18 @@ def build_classifier(section: FinetuneSection | FinetuneRecipe, source: Path | N
     return model
 
 
-def fit_linear_probe(cfg: FilsConfig, source: Path | None, recipe: FinetuneRecipe) -> VideoClassifier:
-    """Frozen encoder of ``source``; head trained on features of one centre view per training clip."""
+def fit_linear_probe(cfg: FilsConfig, shard_dir: Path, source: Path | None, recipe: FinetuneRecipe
+                     ) -> VideoClassifier:
+    """Frozen encoder of ``source``; head trained on features of one centre view per training clip of the shard
+    stage's output ``shard_dir``."""
     section = section_of(cfg)
     model = build_classifier(recipe, source, section.model)
-    shard_dir = cfg.workdir / "shard"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     samples = (s for path in shard_paths(shard_dir, section.data.split) for s in iter_shard(path))
     excluded: list[dict[str, str]] = []
     batches = view_batches(samples, model.cfg, section.head, ViewsConfig(temporal=1, spatial=1),
-                           cfg.evaluate.sampling, cfg.evaluate.batch_size, excluded, section.data.decode_backend)
+                           section.data.sampling, section.data.feature_batch_size, excluded,
+                           section.data.decode_backend)
     data = extract_features(model, batches, device)
     model.cpu()
     train_probe(model, data, recipe)
@@ -179,7 +187,7 @@ def process_train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     source = encoder_source(cfg)
     classifier_dir = out_dir / CLASSIFIER_DIR
     if recipe.mode == "linear_probe":
-        save_classifier(fit_linear_probe(cfg, source, recipe), classifier_dir)
+        save_classifier(fit_linear_probe(cfg, shard_dir, source, recipe), classifier_dir)
     else:
         _launch_full(cfg, recipe, run_dir, classifier_dir)
         shutil.copyfile(run_dir / METRICS_CSV, out_dir / METRICS_CSV)
@@ -204,8 +212,9 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     return StageResult(row_counts={"train_clips": summary["train_clips"], "steps": summary["steps"]})
 
 
-SPEC = StageSpec(name="finetune", version="2", upstream=("shard",), config_of=_config_of, plan=_plan,
-                 process=process_train, finalize=_finalize, unit_timeout_s=lambda cfg: section_of(cfg).launch.timeout_s)
+SPEC = StageSpec(name="finetune", version="2", upstream=("shard", "pretrain"), config_of=_config_of, plan=_plan,
+                 process=process_train, finalize=_finalize, unit_timeout_s=lambda cfg: section_of(cfg).launch.timeout_s,
+                 needs=_needs, sections=("finetune",), runtime_only=RUNTIME_ONLY)
 
 
 def main(argv: list[str] | None = None) -> None:

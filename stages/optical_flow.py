@@ -22,7 +22,7 @@ from pipeline.action_area.table import ACTION_AREAS_FILE, write_action_areas
 from pipeline.config import FilsConfig
 from pipeline.errors import ENVIRONMENT_ERRORS
 from pipeline.config.optical_flow import OpticalFlowConfig
-from pipeline.fingerprint import stable_json
+from pipeline.fingerprint import stable_json, without_runtime_only
 from pipeline.manifest import read_clips
 from pipeline.runner import StageError
 from pipeline.shards import SHARDS_SUBDIR, ShardSample, iter_shard
@@ -36,8 +36,11 @@ SHEETS_SUBDIR = "contact_sheets"
 STATUSES = ("ok", "fallback", "failed")
 
 
+RUNTIME_ONLY = ("optical_flow.clips_per_unit",)  # how the work is split, not what it computes
+
+
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    return cfg.optical_flow.model_dump(mode="json", exclude={"clips_per_unit"})
+    return without_runtime_only(cfg.optical_flow.model_dump(mode="json"), RUNTIME_ONLY, "optical_flow")
 
 
 def _sheet_keys(keys: list[str], count: int) -> list[str]:
@@ -154,4 +157,4 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
 
 
 SPEC = StageSpec(name="optical_flow", version="1", upstream=("shard",), config_of=_config_of, plan=_plan,
-                 process=process_unit, finalize=_finalize)
+                 process=process_unit, finalize=_finalize, sections=("optical_flow",), runtime_only=RUNTIME_ONLY)

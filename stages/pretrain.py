@@ -35,6 +35,7 @@ from pipeline.artifacts import UNIT_FILE
 from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
 from pipeline.config import FilsConfig
 from pipeline.config.pretrain import LaunchConfig, LoaderConfig, PretrainDataConfig, PretrainSection
+from pipeline.fingerprint import without_runtime_only
 from pipeline.manifest import read_clips
 from pipeline.pretrain_data.loader import SKIP_REASONS, PretrainBatches, check_shard_count, read_counts
 from pipeline.pretrain_data.stream import Layout, StreamSettings
@@ -49,6 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 UNIT_ID = "train"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
+ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
+METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
+RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch")
 
 
 class PretrainJob(BaseModel):
@@ -77,7 +81,18 @@ def _section(cfg: FilsConfig) -> PretrainSection:
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
     if cfg.pretrain is None:
         return {"pretrain": None}
-    return {"pretrain": cfg.pretrain.model_dump(mode="json", exclude={"loader", "launch"})}
+    return {"pretrain": without_runtime_only(cfg.pretrain.model_dump(mode="json"), RUNTIME_ONLY, "pretrain")}
+
+
+def pretrained_encoder(pretrain_dir: Path) -> Path:
+    """The committed encoder (VideoMAE layout) in the output folder ``pretrain_dir`` of this stage."""
+    return pretrain_dir / ENCODER_DIR
+
+
+def training_metrics(pretrain_dir: Path) -> Path | None:
+    """The committed loss log (CSV) of this stage's output ``pretrain_dir``; None when the run kept none."""
+    path = pretrain_dir / METRICS_CSV
+    return path if path.is_file() else None
 
 
 def _no_unit_limit(cfg: FilsConfig) -> None:
@@ -204,12 +219,12 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
                          f"{section.launch.max_steps_per_attempt}); run the stage again to continue")
     from fils_model.export import export_checkpoint  # imports transformers: only when there is something to export
 
-    export_checkpoint(latest, out_dir / "encoder")
+    export_checkpoint(latest, out_dir / ENCODER_DIR)
     _link_tree(latest, out_dir / "checkpoint.pt")
     (out_dir / "checkpoints").mkdir()
     for kept in checkpoints.saved():  # the commit deletes the staging: the kept checkpoints go with the output
         _link_tree(kept, out_dir / "checkpoints" / kept.name)
-    for name in ("metrics.csv", "tensorboard", LOG_FILE):
+    for name in (METRICS_CSV, "tensorboard", LOG_FILE):
         if (job.run_dir / name).exists():
             _link_tree(job.run_dir / name, out_dir / name)
     (out_dir / "pretrain_config.json").write_text(job.train.model_dump_json(indent=2))
@@ -230,7 +245,8 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
 
 SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
                  plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit,
-                 log_files=("metrics.csv", "train.log", "tensorboard/*"))  # wall-clock throughput and times
+                 log_files=(METRICS_CSV, LOG_FILE, "tensorboard/*"),  # wall-clock throughput and times
+                 sections=("pretrain",), runtime_only=RUNTIME_ONLY)
 
 
 # -- the training process ------------------------------------------------------------------------------------

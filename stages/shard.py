@@ -218,5 +218,5 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
 
 
 SPEC = StageSpec(name="shard", version="2", upstream=(), config_of=_config_of, plan=_plan, process=process_video,
-                 finalize=_finalize, inputs_digest=_inputs_digest)
+                 finalize=_finalize, inputs_digest=_inputs_digest, sections=("data.source", "shard"))
 

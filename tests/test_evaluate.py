@@ -12,7 +12,7 @@ from pipeline.evaluation.results import read_results
 from stages.evaluate_sweep import run_sweep
 from pipeline.evaluation.views import spatial_crops, temporal_indices
 from conftest import make_config
-from pipeline.runner import run_pipeline
+from pipeline.runner import StageError, run_pipeline
 from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples
 from pipeline.shards import ShardItem, iter_shard, shard_paths, write_shard
 from stages import registry
@@ -94,6 +94,14 @@ def test_sweep_skips_evaluated_checkpoints_and_picks_up_a_new_one(probed, tmp_pa
     assert third.plot is not None and third.plot.is_file()
     broken = run_sweep(cfg, [work / "missing_encoder"])
     assert list(broken.failed) == [str(work / "missing_encoder")]
+
+
+def test_sweep_reads_only_a_committed_shard_output(probed, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(probed.workdir, work)
+    (work / "shard" / "_SUCCESS.json").unlink()  # as after a shard run killed before its commit
+    with pytest.raises(StageError, match="the evaluation sweep needs the output of shard"):
+        run_sweep(with_sections(probed, work), [work / "finetune" / "classifier"])
 
 
 def test_clips_the_shard_stage_lost_are_reported_next_to_the_score(tmp_path):

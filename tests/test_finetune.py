@@ -104,6 +104,29 @@ def test_linear_probe_from_videomae_export_keeps_encoder_frozen(tiny_set, tmp_pa
     assert load_file(str(work / "finetune" / "classifier" / "model.safetensors"))["heads.label.weight"].abs().sum() > 0
 
 
+def test_linear_probe_reads_its_own_sampling_not_the_evaluate_section(tiny_set, tmp_path):
+    """The probe's features come from finetune.data.sampling (in its fingerprint); evaluate.sampling, which is
+    not, must not change the classifier."""
+    encoder_dir = export_random_encoder(tmp_path / "videomae", seed=4)
+    work = tmp_path / "work"
+    shutil.copytree(tiny_set.workdir, work)
+
+    def probe(stride: int, evaluate_stride: int, force: bool = False) -> tuple[str, dict[str, torch.Tensor]]:
+        section = finetune_section(init=str(encoder_dir), model=None, mode="linear_probe", epochs=20,
+                                   data={"sampling": {"mode": "stride", "stride": stride}})
+        evaluate = tiny_set.evaluate.model_dump(mode="json") | {"sampling": {"stride": evaluate_stride}}
+        outcome = run_pipeline(registry(), with_sections(tiny_set, work, finetune=section, evaluate=evaluate),
+                               ["finetune"], force={"finetune"} if force else None)[0]
+        return outcome.action, load_file(str(work / "finetune" / "classifier" / "model.safetensors"))
+
+    first = probe(stride=1, evaluate_stride=2)[1]
+    assert probe(stride=1, evaluate_stride=1)[0] == "skipped"
+    action, other = probe(stride=2, evaluate_stride=1)
+    assert action == "ran" and not torch.equal(first["heads.label.weight"], other["heads.label.weight"])
+    again = probe(stride=1, evaluate_stride=1, force=True)[1]
+    assert torch.equal(first["heads.label.weight"], again["heads.label.weight"])  # evaluate.sampling is not read
+
+
 @pytest.mark.parametrize("init, expected", [("/nonexistent/videomae-base", "/nonexistent/videomae-base"),
                                             ("upstream", "pretrain")])
 def test_missing_encoder_checkpoint_is_a_clear_error(tiny_set, tmp_path, init, expected):

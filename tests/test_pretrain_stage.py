@@ -22,10 +22,11 @@ from conftest import make_config, marked_processes, reseal, wait_until_gone
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
 from pipeline.manifest import CLIPS_FILE, read_clips
-from pipeline.runner import StageError, run_stage
+from pipeline.runner import StageError, pipeline_status, run_pipeline, run_stage
 from pipeline.shards import SHARDS_SUBDIR, iter_shard, shard_paths
 from stages.captions import SPEC as CAPTIONS
 from stages.pretrain import SPEC
+from stages import registry
 from stages.shard import SPEC as SHARD
 from test_pretrain_data import write_side_tables, write_tar
 
@@ -188,6 +189,37 @@ def _run_dir(staging: Path) -> Path:
     while not (found := list(staging.glob("pretrain/*/run"))) and time.monotonic() < deadline:
         time.sleep(0.05)
     return found[0]
+
+
+def test_finetune_and_evaluate_follow_the_pretrain_output_they_read(trained, sharded, tmp_path):
+    """finetune (init: upstream) declares pretrain upstream: `fils status` shows it stale once pretrain is, and the
+    evaluation report plots the pre-training losses only of the run the evaluated encoder came from."""
+    cfg, _, _ = trained
+    work = tmp_path / "work"
+    shutil.copytree(cfg.workdir, work)
+    probe = {"benchmark": "motion", "init": "upstream", "mode": "linear_probe", "head": {"num_classes": 5},
+             "epochs": 5, "global_batch_size": 4, "model_ema": False,
+             "mix": {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0}, "loader": {"workers": 0}}
+
+    def configured(overrides: list[str] | None = None):
+        return make_config(work, Path(sharded.data.source.root), overrides, runtime={"workers": 0, "progress": False},
+                           captions=CAPTION_SETTINGS, pretrain=TINY | {"trainer": TINY["trainer"] | {"tensorboard": True}},
+                           finetune=probe, evaluate={"split": "train", "views": {"temporal": 1, "spatial": 1}})
+
+    tuned, store = configured(), ArtifactStore(work)
+    run_pipeline(registry(), tuned, ["pretrain", "finetune", "evaluate"])
+    assert (work / "evaluate" / "plots" / "pretrain_losses.png").is_file()
+    assert {s.stage: s.state for s in pipeline_status(registry(), tuned, store)}["finetune"] == "done"
+
+    changed = configured(["pretrain.optim.base_lr=3e-4"])
+    states = {s.stage: s for s in pipeline_status(registry(), changed, store)}
+    assert states["pretrain"].state == "stale"
+    assert states["finetune"].state == "stale" and states["finetune"].reason == "upstream pretrain not up to date"
+    assert states["evaluate"].state == "stale"
+    run_pipeline(registry(), changed, ["pretrain"])
+    assert "new output of pretrain" in {s.stage: s for s in pipeline_status(registry(), changed, store)}["finetune"].reason
+    assert run_pipeline(registry(), changed, ["evaluate"])[0].action == "ran"  # the classifier is still the old one
+    assert not (work / "evaluate" / "plots" / "pretrain_losses.png").exists()
 
 
 def test_changing_pretrain_settings_reruns_only_pretrain(trained, sharded):

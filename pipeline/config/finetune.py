@@ -18,7 +18,12 @@ _SECTION_ONLY = {"benchmark", "init", "model", "epochs", "warmup_epochs", "data"
 
 class FinetuneDataConfig(Section):
     split: str = Field(default="train", description="Shard split to train on.")
-    sampling: SamplingConfig = SamplingConfig()
+    sampling: SamplingConfig = Field(
+        default=SamplingConfig(), description="Frames of a training clip; the linear probe's one view per clip "
+        "uses the same mode and stride (without jitter).",
+    )
+    feature_batch_size: int = Field(default=8, ge=1, description="Clips per forward pass when the linear probe "
+                                    "computes its frozen features (speed and memory only).")
     augment: AugmentConfig = Field(
         default=AugmentConfig(), description="RandomResizedCrop + flip; set flip: false for SSv2 (left/right classes)."
     )
