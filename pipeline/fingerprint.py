@@ -31,13 +31,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def is_runtime_only(path: str, runtime_only: tuple[str, ...]) -> bool:
+    """Whether the setting at dotted ``path`` is matched by one of the fnmatch patterns ``runtime_only``, itself or
+    through a section above it."""
+    parts = path.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[:depth]), pattern)
+               for depth in range(1, len(parts) + 1) for pattern in runtime_only)
+
+
 def without_runtime_only(tree: dict[str, Any], runtime_only: tuple[str, ...], prefix: str) -> dict[str, Any]:
-    """``tree`` (a config section dumped to JSON, at dotted path ``prefix``) without the settings matched by
-    ``runtime_only`` (fnmatch patterns of dotted paths): what enters a stage's fingerprint."""
+    """``tree`` (a config section dumped to JSON, at dotted path ``prefix``) without its runtime-only settings
+    (:func:`is_runtime_only`): what enters a stage's fingerprint."""
     kept: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}.{key}"
-        if any(fnmatch.fnmatchcase(path, pattern) for pattern in runtime_only):
+        if is_runtime_only(path, runtime_only):
             continue
         kept[key] = without_runtime_only(value, runtime_only, path) if isinstance(value, dict) else value
     return kept

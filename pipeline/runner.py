@@ -89,7 +89,7 @@ def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: Arti
         elif bad_upstream:
             state, reason = "stale", f"upstream {', '.join(bad_upstream)} not up to date"
         elif record.fingerprint != fingerprint:
-            state, reason = "stale", changed_since(record, spec, cfg, store)
+            state, reason = "stale", changed_since(record, spec, cfg, records)
         else:
             state, reason = "done", ""
         statuses[name] = StageStatus(name, state, fingerprint, record.fingerprint if record else None,
@@ -109,15 +109,16 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return keys
 
 
-def changed_since(record: SuccessRecord, spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) -> str:
-    """Why a committed output is stale, naming what changed."""
+def changed_since(record: SuccessRecord, spec: StageSpec, cfg: FilsConfig,
+                  upstream: Mapping[str, SuccessRecord | None]) -> str:
+    """Why a committed output is stale, naming what changed; ``upstream``: the markers of the stages it reads."""
     reasons = []
     if record.stage_version != spec.version:
         reasons.append(f"stage version {record.stage_version} -> {spec.version}")
     changed = changed_keys(record.config, spec.config_of(cfg))
     if changed:
         reasons.append(f"settings {', '.join(changed[:5])}" + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""))
-    rerun = [u for u in spec.upstream_for(cfg) if (up := store.success(u)) and record.upstream.get(u) != up.output_id]
+    rerun = [u for u, up in upstream.items() if up and record.upstream.get(u) != up.output_id]
     if rerun:
         reasons.append(f"new output of {', '.join(rerun)}")
     if spec.inputs_digest and record.inputs_digest != spec.inputs_digest(cfg):

@@ -31,7 +31,7 @@ from pipeline.manifest import REJECTS_FILE, read_clips, write_table
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
-from stages.finetune import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR
+from stages.finetune import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, starts_from_pretrain
 from stages.pretrain import training_metrics
 
 PREDICTIONS = "predictions_{weights}.npz"
@@ -58,7 +58,7 @@ def _config_of(cfg: FilsConfig) -> dict[str, Any]:
 
 def _needs(cfg: FilsConfig) -> dict[str, str]:
     needs = {"shard": "", "finetune": ""}
-    if cfg.finetune is not None and cfg.finetune.init == "upstream":
+    if cfg.finetune is not None and starts_from_pretrain(cfg):
         needs["pretrain"] = "the report plots the pre-training losses of the encoder finetune.init names"
     return needs
 

@@ -55,8 +55,13 @@ def section_of(cfg: FilsConfig) -> FinetuneSection:
     return cfg.finetune
 
 
+def starts_from_pretrain(cfg: FilsConfig) -> bool:
+    """Whether the classifier starts from the pretrain stage's encoder (``finetune.init: upstream``)."""
+    return section_of(cfg).init == "upstream"
+
+
 def _needs(cfg: FilsConfig) -> dict[str, str]:
-    if section_of(cfg).init != "upstream":
+    if not starts_from_pretrain(cfg):
         return {"shard": ""}
     return {"shard": "", "pretrain": "finetune.init is 'upstream'; or set finetune.init to a VideoMAE checkpoint "
                                     "folder/file or to 'random'"}

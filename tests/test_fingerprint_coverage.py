@@ -8,7 +8,6 @@ reads). A setting must change them in at least one base config; a runtime-only o
 from __future__ import annotations
 
 import copy
-import fnmatch
 import types
 import typing
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config import FilsConfig
-from pipeline.fingerprint import hash_value
+from pipeline.fingerprint import hash_value, is_runtime_only
 from pipeline.stage import StageSpec
 from stages import registry
 
@@ -132,10 +131,6 @@ def _inputs(spec: StageSpec, cfg: FilsConfig) -> str:
     return hash_value({"config": spec.config_of(cfg), "upstream": spec.upstream_for(cfg)})
 
 
-def _runtime_only(spec: StageSpec, path: str) -> bool:
-    return any(fnmatch.fnmatchcase(path, p) or path.startswith(p + ".") for p in spec.runtime_only)
-
-
 @pytest.mark.parametrize("name", list(registry()))
 def test_every_setting_reaches_the_fingerprint_or_is_runtime_only(name, tmp_path):
     spec = registry()[name]
@@ -157,10 +152,10 @@ def test_every_setting_reaches_the_fingerprint_or_is_runtime_only(name, tmp_path
                         changes[path] = changes.get(path, False) or _inputs(spec, changed) != reference
                         break
     assert changes, f"no setting of stage {name} could be varied"
-    missing = sorted(p for p, changed in changes.items() if not changed and not _runtime_only(spec, p))
+    missing = sorted(p for p, changed in changes.items() if not changed and not is_runtime_only(p, spec.runtime_only))
     assert not missing, f"stage {name}: these settings never change its fingerprint; put them in config_of or " \
                         f"declare them runtime_only: {missing}"
-    leaking = sorted(p for p, changed in changes.items() if changed and _runtime_only(spec, p))
+    leaking = sorted(p for p, changed in changes.items() if changed and is_runtime_only(p, spec.runtime_only))
     assert not leaking, f"stage {name}: settings declared runtime_only change its fingerprint: {leaking}"
 
 
