@@ -159,4 +159,4 @@ def test_kill_9_of_the_worker_during_training_stops_its_run_and_a_rerun_resumes(
         assert kept[name] == saved[name], name
     ids = _output_ids(workdir)
     assert ids == {stage: reference[stage] for stage in [*upstream, "pretrain"]}
-    assert marked_processes(mark) == []
+    assert wait_until_gone(mark) == []
