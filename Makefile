@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # (module fixtures such as the end-to-end Prefect server are built once).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test bench clean-state
+.PHONY: install demo test lint bench clean-state
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b; done

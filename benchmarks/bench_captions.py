@@ -21,9 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from fils_model.captioner_config import DEFAULT_PROMPT, GenerationSettings
-from fils_model.text_encoders import load_text_encoder
-from fils_model.videoblip import VideoCaptioner, build_random_videoblip, resolve_device_dtype
+from stages.captions.captioner_config import DEFAULT_PROMPT, GenerationSettings
+from stages.captions.text_encoders import load_text_encoder
+from stages.captions.videoblip import VideoCaptioner, build_random_videoblip, resolve_device_dtype
 
 PRESETS = {"small": "small", "real": "opt-2.7b"}
 

@@ -53,18 +53,18 @@ from fils_model.finetune_config import FinetuneRecipe, HeadConfig
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.linear_probe import train_probe
 from fils_model.masking import tube_mask
-from fils_model.text_encoders import load_text_encoder
 from fils_model.trainer import Trainer
-from pipeline.action_area.boxes import box_iou
-from pipeline.action_area.flow import make_flow
-from pipeline.action_area.token_mask import token_mask
-from pipeline.config.optical_flow import OpticalFlowConfig
-from pipeline.evaluation.views import spatial_crops
-from pipeline.pretrain_data.transforms import normalise
 from pipeline.samples import SAMPLES_CSV, SampleSettings, read_true_boxes, write_samples
 from pipeline.samples.synthetic import DEFAULT_CLASSES, SPEEDS
 from pipeline.video.decode import decode_frames
-from stages.optical_flow import frames_area
+from pipeline.video.transforms import normalise
+from pipeline.video.views import spatial_crops
+from stages.captions.text_encoders import load_text_encoder
+from stages.optical_flow.boxes import box_iou
+from stages.optical_flow.config import OpticalFlowConfig
+from stages.optical_flow.flow_fields import make_flow
+from stages.optical_flow.stage import frames_area
+from stages.pretrain.token_mask import token_mask
 
 TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ARMS: dict[str, tuple[float, float, float] | str | None] = {  # (actclip, feature, pixel) weights

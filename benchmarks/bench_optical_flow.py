@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.action_area.boxes import action_area, box_iou
-from pipeline.action_area.flow import BACKENDS, compute_flows, gray_frames, make_flow
-from pipeline.config.optical_flow import OpticalFlowConfig
 from pipeline.samples import SampleSettings, read_true_boxes, write_samples
 from pipeline.video.decode import decode_frames, resize_frames
+from stages.optical_flow.boxes import action_area, box_iou
+from stages.optical_flow.config import OpticalFlowConfig
+from stages.optical_flow.flow_fields import BACKENDS, compute_flows, gray_frames, make_flow
 
 SPEED_SIDES = (128, 224, 320)
 

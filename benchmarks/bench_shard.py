@@ -17,13 +17,13 @@ from pathlib import Path
 
 import decord
 
-from pipeline.config import load_config
-from pipeline.manifest import read_clips
 from pipeline.runner import run_pipeline
 from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.video.decode import decode_frames, resize_frames, uniform_indices
 from stages import registry
+from stages.config import load_config
+from stages.shard.tables import read_clips
 
 FRAMES, SIZE = 16, 224
 

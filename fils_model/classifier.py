@@ -14,8 +14,8 @@ from fils_model.checkpoint import CheckpointError, load_model_state
 from fils_model.config import ModelConfig
 from fils_model.encoder import VideoEncoder
 from fils_model.finetune_config import HeadConfig
+from fils_model.weights import WEIGHTS_NAME
 
-WEIGHTS_NAME = "model.safetensors"
 META_NAME = "classifier.json"
 
 

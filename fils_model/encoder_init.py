@@ -8,8 +8,9 @@ from pathlib import Path
 
 from fils_model.checkpoint import CheckpointError
 from fils_model.config import ModelConfig
-from fils_model.export import WEIGHTS_NAME, export_checkpoint, load_videomae_encoder
 from fils_model.encoder import VideoEncoder
+from fils_model.export import export_checkpoint, load_videomae_encoder
+from fils_model.weights import WEIGHTS_NAME, weights_file
 
 CONFIG_NAME = "config.json"
 
@@ -32,7 +33,7 @@ def model_config_from_videomae(config_json: Path, **overrides: object) -> ModelC
 
 
 def _videomae_paths(source: Path) -> tuple[Path, Path]:
-    weights = source / WEIGHTS_NAME if source.is_dir() else source
+    weights = weights_file(source)
     config = weights.parent / CONFIG_NAME
     if not weights.is_file():
         raise CheckpointError(f"encoder checkpoint {weights} not found: give a folder holding {WEIGHTS_NAME} + "

@@ -16,8 +16,7 @@ from fils_model.checkpoint import CheckpointError, load_checkpoint
 from fils_model.config import ModelConfig, PretrainConfig
 from fils_model.encoder import VideoEncoder
 from fils_model.videomae_layout import encoder_to_hf, hf_to_encoder
-
-WEIGHTS_NAME = "model.safetensors"
+from fils_model.weights import WEIGHTS_NAME, weights_file
 
 
 def videomae_config(cfg: ModelConfig):
@@ -73,7 +72,7 @@ def export_checkpoint(
 def load_videomae_encoder(encoder: VideoEncoder, source: Path) -> None:
     """Initialise ``encoder`` from an HF VideoMAE directory or weights file (.safetensors / .bin / .pt)."""
     source = Path(source)
-    path = source / WEIGHTS_NAME if source.is_dir() else source
+    path = weights_file(source)
     if not path.is_file():
         raise CheckpointError(f"VideoMAE weights {path} not found; download the model or fix the path")
     state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)

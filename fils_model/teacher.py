@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import nn
 
-from fils_model.encoder import VideoEncoder, keep_tokens
 from fils_model.ema import ema_update
+from fils_model.encoder import VideoEncoder, keep_tokens
 from fils_model.losses.feature import language_targets
 from fils_model.projector import LanguageProjector
 

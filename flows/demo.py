@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.local_server import REPO_ROOT, LocalPrefect, POOL, api_healthy, deploy_all, free_port, start_server
+from flows.local_server import POOL, REPO_ROOT, LocalPrefect, api_healthy, deploy_all, free_port, start_server
 
 STATE = REPO_ROOT / ".state"
 DEFAULT_PORT = 4200
@@ -41,7 +41,7 @@ def _port_free(port: int) -> bool:
 def main() -> int:
     samples = STATE / "samples" / "samples.csv"
     if not samples.is_file():
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "samples", str(samples.parent)], check=True, cwd=REPO_ROOT)
+        subprocess.run([sys.executable, "-m", "stages.cli", "samples", str(samples.parent)], check=True, cwd=REPO_ROOT)
     local = _connect()
     deploy_all(local)
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],

@@ -24,15 +24,22 @@ from flows.reporting import FinishedDespiteOutage, api_reachable, api_url, best_
 from flows.runners import make_task_runner
 from pipeline.artifacts import ArtifactStore
 from pipeline.child_process import stop_when_parent_dies
-from pipeline.config import FilsConfig, load_config
 from pipeline.locks import stage_locks
 from pipeline.parallel import isolated_pool, run_units
-from pipeline.runner import (PreparedStage, StageError, StageOutcome, complete_stage, execute_unit, ordered_stages,
-                             prepare_stage)
+from pipeline.runner import (
+    PreparedStage,
+    StageError,
+    StageOutcome,
+    complete_stage,
+    execute_unit,
+    ordered_stages,
+    prepare_stage,
+)
 from pipeline.stage import Unit
 from stages import registry
+from stages.config import FilsConfig, load_config
 
-StageName = Literal["shard", "optical_flow", "captions", "pretrain", "finetune", "evaluate"]
+StageName = Literal[tuple(registry())]  # the stage packages, so the Prefect UI offers exactly these
 WORKER_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # set by Prefect workers and runners for the flow-run process
 OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
 # Time-limited worker processes shared by the thread-runner tasks of a running stage (spawning a process
@@ -126,7 +133,7 @@ def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
     def stage_flow() -> StageOutcome:
         logger = get_run_logger()
         with stage_locks(cfg.workdir, name, spec.upstream_for(cfg)):
-            prepared = prepare_stage(spec, cfg, ArtifactStore(cfg.workdir), force)
+            prepared = prepare_stage(spec, cfg, ArtifactStore(cfg.workdir, registry()), force)
             if isinstance(prepared, StageOutcome):
                 logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])
                 outcome = prepared
@@ -169,7 +176,7 @@ def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, forc
               sweep: bool) -> dict[str, str]:
     specs = registry()
     if sweep:
-        from stages.evaluate_sweep import run_sweep
+        from stages.evaluate.sweep import run_sweep
 
         result = run_sweep(cfg, None)
         best_effort("the sweep artifacts", publish_sweep_artifacts, result)
@@ -177,10 +184,7 @@ def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, forc
             get_run_logger().warning("sweep: %d checkpoint(s) failed: %s", len(result.failed), result.failed)
         return {"evaluated": str(len(result.evaluated)), "skipped": str(len(result.skipped)),
                 "failed": str(len(result.failed))}
-    selected = ordered_stages(list(stages) if stages else list(specs))
-    missing = [s for s in selected if s not in specs]
-    if missing:
-        raise StageError(f"stage(s) {', '.join(missing)} are not implemented in this version")
+    selected = ordered_stages(specs, list(stages) if stages else list(specs))
     forced = set(selected) if force else set(force_stages or [])
     actions: dict[str, str] = {}
     for name in selected:

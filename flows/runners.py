@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline.config import FilsConfig
+from stages.config import FilsConfig
 
 
 def make_task_runner(cfg: FilsConfig) -> TaskRunner:

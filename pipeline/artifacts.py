@@ -19,18 +19,19 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pydantic import BaseModel
 
 from pipeline.fingerprint import hash_value, sha256_file
 
-STAGE_NAMES = ("shard", "optical_flow", "captions", "pretrain", "finetune", "evaluate")
+STAGE_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a stage is a folder of the workdir and a Python package
 SUCCESS_FILE = "_SUCCESS.json"
 OUTPUTS_DIR = ".outputs"
 SWITCH_JOURNAL = "_SWITCHING"  # in .outputs/<stage>/ while an old-layout output is moved aside
@@ -196,12 +197,18 @@ class StageRun:
 
 
 class ArtifactStore:
-    def __init__(self, workdir: Path):
+    """The committed outputs under ``workdir``, one folder per stage. Given ``stages`` (the registry), a name
+    outside it is refused, so a misspelt stage never reads as "not committed"."""
+
+    def __init__(self, workdir: Path, stages: Iterable[str] | None = None):
         self.workdir = Path(workdir)
+        self.stages = None if stages is None else tuple(stages)
 
     def stage_dir(self, stage: str) -> Path:
-        if stage not in STAGE_NAMES:
-            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_NAMES)}")
+        if self.stages is not None and stage not in self.stages:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(self.stages)}")
+        if not STAGE_NAME.fullmatch(stage):
+            raise ValueError(f"invalid stage name {stage!r}: lower-case letters, digits and _")
         return self.workdir / stage
 
     def success(self, stage: str) -> SuccessRecord | None:

@@ -23,12 +23,9 @@ def file_identity(path: Path, relative_to: Path | None = None) -> dict[str, Any]
     return {"path": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def is_runtime_only(path: str, runtime_only: tuple[str, ...]) -> bool:

@@ -10,9 +10,9 @@ import multiprocessing
 import os
 import sys
 import traceback
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterator
 
 from pebble import ProcessExpired, ProcessPool

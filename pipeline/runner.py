@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
-from pipeline.artifacts import (STAGE_NAMES, ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit,
-                                stage_fingerprint)
-from pipeline.config import ConfigError, FilsConfig
+from pipeline.artifacts import ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit, stage_fingerprint
+from pipeline.config import ConfigError, CoreConfig
 from pipeline.errors import ENVIRONMENT_ERRORS, StageError
 from pipeline.locks import stage_locks
 from pipeline.parallel import run_units, single_threaded
@@ -42,19 +41,20 @@ class StageOutcome:
     record: SuccessRecord
 
 
-def ordered_stages(names: list[str] | tuple[str, ...]) -> list[str]:
-    unknown = [n for n in names if n not in STAGE_NAMES]
+def ordered_stages(specs: Mapping[str, StageSpec], names: list[str] | tuple[str, ...]) -> list[str]:
+    """``names`` in the order of ``specs`` (the registry's DAG order)."""
+    unknown = [n for n in names if n not in specs]
     if unknown:
-        raise StageError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGE_NAMES)}")
-    return [n for n in STAGE_NAMES if n in names]
+        raise StageError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(specs)}")
+    return [n for n in specs if n in names]
 
 
-def committed_upstream(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore) -> dict[str, SuccessRecord | None]:
+def committed_upstream(spec: StageSpec, cfg: CoreConfig, store: ArtifactStore) -> dict[str, SuccessRecord | None]:
     """The markers of the upstream outputs this config reads (None for one not committed)."""
     return {name: store.success(name) for name in spec.upstream_for(cfg)}
 
 
-def current_fingerprint(spec: StageSpec, cfg: FilsConfig, records: Mapping[str, SuccessRecord | None]
+def current_fingerprint(spec: StageSpec, cfg: CoreConfig, records: Mapping[str, SuccessRecord | None]
                         ) -> tuple[str | None, dict[str, str], str | None]:
     """Fingerprint from the config and the upstream ``records`` (None when an upstream is missing)."""
     if any(record is None for record in records.values()):
@@ -64,12 +64,12 @@ def current_fingerprint(spec: StageSpec, cfg: FilsConfig, records: Mapping[str, 
     return stage_fingerprint(spec.name, spec.version, spec.config_of(cfg), upstream, digest), upstream, digest
 
 
-def pipeline_status(specs: Mapping[str, StageSpec], cfg: FilsConfig, store: ArtifactStore,
+def pipeline_status(specs: Mapping[str, StageSpec], cfg: CoreConfig, store: ArtifactStore,
                     checksums: bool = False) -> list[StageStatus]:
     """Each stage's state. Committed files are always checked against the sizes in their marker, and with
     ``checksums`` against their sha256 too: a stage whose files do not match is ``corrupt``."""
     statuses: dict[str, StageStatus] = {}
-    for name in ordered_stages(list(specs)):
+    for name in specs:
         spec = specs[name]
         record = store.success(name)
         try:
@@ -109,7 +109,7 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return keys
 
 
-def changed_since(record: SuccessRecord, spec: StageSpec, cfg: FilsConfig,
+def changed_since(record: SuccessRecord, spec: StageSpec, cfg: CoreConfig,
                   upstream: Mapping[str, SuccessRecord | None]) -> str:
     """Why a committed output is stale, naming what changed; ``upstream``: the markers of the stages it reads."""
     reasons = []
@@ -145,7 +145,7 @@ class PreparedStage:
     """A stage about to run: its fingerprint, staging area, context and the units still to do."""
 
     spec: StageSpec
-    cfg: FilsConfig
+    cfg: CoreConfig
     fingerprint: str
     upstream: dict[str, str]
     inputs_digest: str | None
@@ -160,7 +160,7 @@ class PreparedStage:
         return self.spec.unit_timeout_s(self.cfg) if self.spec.unit_timeout_s else self.cfg.runtime.unit_timeout_s
 
 
-def prepare_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore,
+def prepare_stage(spec: StageSpec, cfg: CoreConfig, store: ArtifactStore,
                   force: bool = False) -> PreparedStage | StageOutcome:
     """Return the skip outcome when the stage is up to date, else everything needed to run it."""
     records = committed_upstream(spec, cfg, store)
@@ -237,7 +237,7 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
     return StageOutcome(spec.name, "ran", record)
 
 
-def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
+def run_stage(spec: StageSpec, cfg: CoreConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
     """Run a stage with local worker processes (each unit under a time limit), holding its locks."""
     with stage_locks(store.workdir, spec.name, spec.upstream_for(cfg)):
         prepared = prepare_stage(spec, cfg, store, force)
@@ -258,16 +258,13 @@ def run_stage(spec: StageSpec, cfg: FilsConfig, store: ArtifactStore, force: boo
         return complete_stage(prepared, {u: f.reason for u, f in failures.items()})
 
 
-def run_pipeline(specs: Mapping[str, StageSpec], cfg: FilsConfig, stages: list[str] | None = None,
+def run_pipeline(specs: Mapping[str, StageSpec], cfg: CoreConfig, stages: list[str] | None = None,
                  force: set[str] | None = None) -> list[StageOutcome]:
     """Run ``stages`` (all registered ones by default) in DAG order."""
     force = set(force or ())
-    selected = ordered_stages(stages or list(specs))
-    not_registered = [s for s in selected if s not in specs]
-    if not_registered:
-        raise StageError(f"stage(s) {', '.join(not_registered)} are not implemented in this version")
+    selected = ordered_stages(specs, stages or list(specs))
     unknown_force = force - set(selected)
     if unknown_force:
         raise StageError(f"--force {', '.join(sorted(unknown_force))}: not among the stages to run ({', '.join(selected)})")
-    store = ArtifactStore(cfg.workdir)
+    store = ArtifactStore(cfg.workdir, specs)
     return [run_stage(specs[name], cfg, store, force=name in force) for name in selected]

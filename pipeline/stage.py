@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pipeline.artifacts import SuccessRecord
-from pipeline.config import FilsConfig
+from pipeline.config import CoreConfig
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Unit:
 
 @dataclass
 class StageContext:
-    cfg: FilsConfig
+    cfg: CoreConfig
     stage: str
     workdir: Path
     upstream: dict[str, SuccessRecord]
@@ -49,31 +49,31 @@ class StageSpec:
     name: str
     version: str  # bump when the meaning of the outputs changes
     upstream: tuple[str, ...]  # every stage it may read: the edges of the DAG
-    config_of: Callable[[FilsConfig], dict[str, Any]]  # the settings that change the outputs
+    config_of: Callable[[CoreConfig], dict[str, Any]]  # the settings that change the outputs
     plan: Callable[[StageContext], list[Unit]]
     process: Callable[[StageContext, Unit, Path], dict[str, Any]]  # module-level: runs in worker processes
     finalize: Callable[[StageContext, list[Unit]], StageResult]  # runs only when every unit is sealed
-    inputs_digest: Callable[[FilsConfig], str] | None = None  # identity of raw inputs (first stage only)
+    inputs_digest: Callable[[CoreConfig], str] | None = None  # identity of raw inputs (first stage only)
     # Time limit of one unit when it is not runtime.unit_timeout_s (None inside: no limit, e.g. a training run).
-    unit_timeout_s: Callable[[FilsConfig], float | None] | None = None
+    unit_timeout_s: Callable[[CoreConfig], float | None] | None = None
     # Output files that record how the output was made (logs, throughput), not what it is: committed and verified
     # like the others but left out of the output id, so a rerun that gives the same results keeps later stages.
     log_files: tuple[str, ...] = ()  # fnmatch patterns, relative to the output folder
     # The upstream stages a config reads, each with why (shown when it is missing); default: all of ``upstream``.
     # E.g. finetune reads pretrain only when it starts from its encoder. Only these must be committed, and only
     # their outputs enter the fingerprint.
-    needs: Callable[[FilsConfig], Mapping[str, str]] | None = None
+    needs: Callable[[CoreConfig], Mapping[str, str]] | None = None
     # The config sections whose settings the stage reads (dotted paths), and the settings under them that do not
     # change its outputs (fnmatch patterns: batch sizes, workers, time limits). Every other setting under
     # ``sections`` must reach the fingerprint through ``config_of`` (tests/test_fingerprint_coverage.py checks it).
     sections: tuple[str, ...] = ()
     runtime_only: tuple[str, ...] = ()
 
-    def upstream_for(self, cfg: FilsConfig) -> tuple[str, ...]:
+    def upstream_for(self, cfg: CoreConfig) -> tuple[str, ...]:
         """The upstream stages this config reads, in the order of ``upstream``."""
         return tuple(self.upstream_reasons(cfg))
 
-    def upstream_reasons(self, cfg: FilsConfig) -> dict[str, str]:
+    def upstream_reasons(self, cfg: CoreConfig) -> dict[str, str]:
         """Upstream stage -> why this config reads it ("" when the stage always does)."""
         if self.needs is None:
             return {name: "" for name in self.upstream}

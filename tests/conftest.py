@@ -21,9 +21,8 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.config import FilsConfig, load_config  # noqa: E402
 from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples  # noqa: E402
-
+from stages.config import FilsConfig, load_config  # noqa: E402
 
 # The longest modules first (measured serially: the end-to-end module ~10 min, the flows ~5 min, ...): `make test`
 # hands whole modules to two workers in collection order, so these start at once and the two finish together.

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters import AnnotationError, list_clips
-from pipeline.config.data import SourceConfig
+from stages.shard.adapters import AnnotationError, list_clips
+from stages.shard.source_config import SourceConfig
 
 
 def _touch(path: Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.artifacts import SUCCESS_FILE, UNIT_FILE, ArtifactStore, new_unit_tmp, seal_unit, stage_fingerprint
+from stages import registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def test_fingerprint_depends_on_config_upstream_and_inputs():
 
 
 def test_unreadable_marker_counts_as_missing_and_unknown_stage_is_refused(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, registry())
     (tmp_path / "shard").mkdir()
     (tmp_path / "shard" / SUCCESS_FILE).write_text("{not json")
     assert store.success("shard") is None

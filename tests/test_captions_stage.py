@@ -15,16 +15,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_config, reseal
-from fils_model.captioner_config import GenerationSettings
-from fils_model.videoblip import VideoCaptioner, save_random_checkpoint
-from pipeline.caption_sources import EMPTY_GENERATION, NO_NARRATION
-from pipeline.caption_tables import STATUS_OK, read_captions, read_embeddings
-from pipeline.config import ConfigError, load_config
-from pipeline.config.captions import GenerationConfig
-from pipeline.manifest import CLIPS_FILE, read_clips
+from pipeline.config import ConfigError
 from pipeline.runner import StageError, run_pipeline
-from stages import captions as captions_stage
 from stages import registry
+from stages.captions import stage as captions_stage
+from stages.captions.captioner_config import GenerationSettings
+from stages.captions.config import GenerationConfig
+from stages.captions.sources import EMPTY_GENERATION, NO_NARRATION
+from stages.captions.tables import STATUS_OK, read_captions, read_embeddings
+from stages.captions.videoblip import VideoCaptioner, save_random_checkpoint
+from stages.config import load_config
+from stages.shard.tables import CLIPS_FILE, read_clips
 
 REPO = Path(__file__).parents[1]
 PROMPT = "Question: w5 w6 ? Answer:"

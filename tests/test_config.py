@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
+from stages.config import load_config
 
 MINIMAL = {"workdir": "/tmp/w", "data": {"source": {"kind": "folder", "root": "/tmp/videos"}}}
 

@@ -7,15 +7,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config.pretrain import SamplingConfig
-from pipeline.evaluation.results import read_results
-from stages.evaluate_sweep import run_sweep
-from pipeline.evaluation.views import spatial_crops, temporal_indices
 from conftest import make_config
 from pipeline.runner import StageError, run_pipeline
 from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples
 from pipeline.shards import ShardItem, iter_shard, shard_paths, write_shard
+from pipeline.video.clip_config import SamplingConfig
+from pipeline.video.views import spatial_crops, temporal_indices
 from stages import registry
+from stages.evaluate.results import read_results
+from stages.evaluate.sweep import run_sweep
 from test_finetune import build_workdir, export_random_encoder, finetune_section, with_sections
 
 

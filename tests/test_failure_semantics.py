@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.artifacts import SUCCESS_FILE
-from pipeline.manifest import REJECTS_FILE
+from stages.shard.tables import REJECTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def fils_run(config: Path, *args: str, file_size_limit: int | None = None) -> su
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-c", str(config), "--stages", "shard", *args],
+    return subprocess.run([sys.executable, "-m", "stages.cli", "run", "-c", str(config), "--stages", "shard", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           preexec_fn=limit if file_size_limit else None)
 

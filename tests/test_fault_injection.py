@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import marked_processes, wait_until_gone
+from conftest import wait_until_gone
 from pipeline.artifacts import SUCCESS_FILE
 from pipeline.samples import SampleSettings, write_samples
 
@@ -41,7 +41,7 @@ def digests(workdir: Path) -> dict[str, str]:
 
 
 def start(config: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "-c", str(config), "--stages",
+    return subprocess.Popen([sys.executable, "-m", "stages.cli", "run", "-c", str(config), "--stages",
                              ",".join(STAGES)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_config
 from safetensors.torch import load_file
 
+from conftest import make_config
 from fils_model.classifier import VideoClassifier, load_classifier
 from fils_model.config import ModelConfig
 from fils_model.encoder import VideoEncoder
@@ -17,10 +17,10 @@ from fils_model.export import export_videomae
 from fils_model.finetune_config import FinetuneRecipe, HeadConfig
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.seeding import seed_everything
-from pipeline.config import FilsConfig
 from pipeline.runner import StageError, run_pipeline
 from pipeline.samples import SampleSettings, write_samples
 from stages import registry
+from stages.config import FilsConfig
 
 TINY = {"size": "tiny", "img_size": 32, "patch_size": 8, "num_frames": 8}
 CLASSES = 5

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config import FilsConfig
 from pipeline.fingerprint import hash_value, is_runtime_only
 from pipeline.stage import StageSpec
 from stages import registry
+from stages.config import FilsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # Paths identified by the content they point to, not by their value: the shard stage's inputs digest (a moved

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import stages.captions
+import stages.captions.stage
 from conftest import hold_stage_lock
 from flows.fils_flow import fils
 
@@ -48,7 +48,7 @@ def _fail_once(ctx, unit, out_dir):
     if unit.id.endswith("000000") and not marker.exists():
         marker.write_text("failed once")
         raise OSError("transient: storage hiccup")
-    return stages.captions.process_shard(ctx, unit, out_dir)
+    return stages.captions.stage.process_shard(ctx, unit, out_dir)
 
 
 def _always_fail(ctx, unit, out_dir):
@@ -57,12 +57,12 @@ def _always_fail(ctx, unit, out_dir):
 
 def test_failed_unit_is_retried_and_persistent_failure_fails_the_flow(tmp_path, samples_dir, monkeypatch):
     overrides = _overrides(tmp_path, samples_dir)
-    monkeypatch.setattr(stages.captions, "SPEC", replace(stages.captions.SPEC, process=_fail_once))
+    monkeypatch.setattr(stages.captions.stage, "SPEC", replace(stages.captions.stage.SPEC, process=_fail_once))
     assert fils(config_path="configs/demo.yaml", stages=["shard", "captions"], overrides=overrides) == \
         {"shard": "ran", "captions": "ran"}
     assert (tmp_path / _FAIL_MARKER).exists() and (tmp_path / "captions" / "_SUCCESS.json").exists()
 
-    monkeypatch.setattr(stages.captions, "SPEC", replace(stages.captions.SPEC, process=_always_fail))
+    monkeypatch.setattr(stages.captions.stage, "SPEC", replace(stages.captions.stage.SPEC, process=_always_fail))
     state = fils(config_path="configs/demo.yaml", stages=["shard", "captions"], overrides=overrides,
                  force_stages=["captions"], return_state=True)
     assert state.is_failed()

@@ -4,8 +4,8 @@ import pytest
 from sklearn import metrics as skm
 
 from fils_model.finetune_config import HeadConfig
-from pipeline.evaluation import metrics as m
-from pipeline.evaluation.scoring import score
+from stages.evaluate import metrics as m
+from stages.evaluate.scoring import score
 
 RNG = np.random.default_rng(0)
 N, K = 300, 12

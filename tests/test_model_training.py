@@ -10,8 +10,8 @@ import torch
 
 from fils_model.checkpoint import CheckpointError
 from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
-from fils_model.export import export_checkpoint, load_videomae_encoder
 from fils_model.encoder import VideoEncoder
+from fils_model.export import export_checkpoint, load_videomae_encoder
 from fils_model.synthetic import SyntheticClips
 from fils_model.trainer import Trainer
 
@@ -121,7 +121,7 @@ def test_export_loads_in_transformers(tmp_path: Path) -> None:
 def test_released_code_variant_trains_with_fp16_and_an_epoch_ema(tmp_path: Path) -> None:
     """``pretrain.variant: released_code`` on CPU: fp16 autocast with a GradScaler, and the teacher updated once
     per epoch (4 steps) with the schedule indexed by epoch, so its momentum stays near ema_start (B2)."""
-    from pipeline.config.pretrain import PretrainSection
+    from stages.pretrain.config import PretrainSection
 
     section = PretrainSection.model_validate({
         "variant": "released_code", "model": {"size": "tiny", "img_size": 32, "num_frames": 8, "patch_size": 8,

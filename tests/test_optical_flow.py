@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.action_area.boxes import CENTRE_BOX, box_iou
-from pipeline.action_area.table import read_action_areas
+from conftest import make_config, reseal
 from pipeline.artifacts import SUCCESS_FILE, ArtifactStore
-from pipeline.manifest import read_clips
 from pipeline.runner import StageError, pipeline_status, run_pipeline
 from pipeline.samples import SampleSettings, read_true_boxes, write_samples
 from pipeline.samples.synthetic import DEFAULT_CLASSES
 from pipeline.shards import SHARDS_SUBDIR, shard_paths
 from pipeline.stage import StageResult, StageSpec
-from stages import optical_flow, shard
-from conftest import make_config, reseal
+from stages.optical_flow import stage as optical_flow
+from stages.optical_flow.boxes import CENTRE_BOX, box_iou
+from stages.optical_flow.tables import read_action_areas
+from stages.shard import stage as shard
+from stages.shard.tables import read_clips
 
 SPECS = {"shard": shard.SPEC, "optical_flow": optical_flow.SPEC}
 SMALL_UNITS = ["optical_flow.clips_per_unit=4"]  # a single shard still keeps both workers busy

@@ -12,8 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import marked_processes, wait_until_gone
-from flows.local_server import (POOL, REPO_ROOT, artifacts, deploy_all, flow_run, run_deployment, start_server,
-                                worker_run_once)
+from flows.local_server import (
+    POOL,
+    REPO_ROOT,
+    artifacts,
+    deploy_all,
+    flow_run,
+    run_deployment,
+    start_server,
+    worker_run_once,
+)
 from pipeline.artifacts import ArtifactStore
 from stages import registry
 
@@ -108,7 +116,7 @@ def test_nightly_sweep_evaluates_only_new_checkpoints(server, params):
 def _trainer_started(mark: str) -> bool:
     for pid in marked_processes(mark):
         try:
-            if b"stages.pretrain" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"stages.pretrain.stage" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
         except OSError:
             pass

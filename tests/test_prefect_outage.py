@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import stages.captions
+import stages.captions.stage
 from flows.local_server import start_server
 from pipeline.artifacts import ArtifactStore
 
@@ -22,7 +22,7 @@ def _slow_captions(ctx, unit, out_dir):
     """The captions unit, made long enough for the server to die while it runs (importable by pool workers)."""
     (Path(ctx.workdir) / STARTED).touch()
     time.sleep(UNIT_SECONDS)
-    return stages.captions.process_shard(ctx, unit, out_dir)
+    return stages.captions.stage.process_shard(ctx, unit, out_dir)
 
 
 def run_flow_with_slow_captions(workdir: str, samples: str) -> None:
@@ -31,7 +31,7 @@ def run_flow_with_slow_captions(workdir: str, samples: str) -> None:
 
     from flows.fils_flow import fils
 
-    stages.captions.SPEC = replace(stages.captions.SPEC, process=_slow_captions)
+    stages.captions.stage.SPEC = replace(stages.captions.stage.SPEC, process=_slow_captions)
     overrides = [f"workdir={workdir}", f"data.source.root={samples}", f"data.source.annotations={samples}/samples.csv",
                  "shard.short_side=64", "captions.source=narration"]
     print("ACTIONS", fils(config_path="configs/demo.yaml", stages=["shard", "captions"], overrides=overrides),

@@ -13,28 +13,34 @@ import pytest
 import torch
 
 from fils_model.config import ModelConfig
-from pipeline.action_area.token_mask import token_mask
-from pipeline.config.pretrain import AugmentConfig, LoaderConfig, PretrainDataConfig, SamplingConfig
-from pipeline.manifest import read_clips
-from pipeline.pretrain_data.loader import PretrainBatches, ShardCountError, check_shard_count
-from pipeline.pretrain_data.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamSettings
-from pipeline.pretrain_data.tables import load_tables
-from pipeline.pretrain_data.transforms import apply_crop_flip, crop_box, frame_indices, random_crop_flip
 from pipeline.shards import ShardItem, ShardSample, iter_shard, plan_shards, shard_paths, shuffled, write_shard
+from pipeline.video.clip_config import AugmentConfig, SamplingConfig
+from pipeline.video.transforms import apply_crop_flip, crop_box, frame_indices, random_crop_flip
+from stages.captions.tables import EMBEDDINGS_FILE
+from stages.optical_flow.tables import ACTION_AREAS_FILE
+from stages.pretrain.config import LoaderConfig, PretrainDataConfig
+from stages.pretrain.loader import PretrainBatches, ShardCountError, check_shard_count
+from stages.pretrain.side_tables import load_tables
+from stages.pretrain.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamSettings
+from stages.pretrain.token_mask import token_mask
+from stages.shard.tables import read_clips
 
 TINY = ModelConfig(size="tiny", img_size=32, num_frames=4, patch_size=8, text_dim=16, mask_ratio=0.5)
 
 
-def write_side_tables(keys: list[str], embeddings_path: Path, boxes_path: Path, dim: int = 16) -> None:
-    """What the captions / optical_flow stages write: unit embeddings and one box per clip."""
+def write_side_tables(keys: list[str], captions_dir: Path, optical_flow_dir: Path, dim: int = 16) -> None:
+    """What the captions / optical_flow stages write into their output folders: unit embeddings and one box per
+    clip."""
+    captions_dir.mkdir(parents=True, exist_ok=True)
+    optical_flow_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(keys), dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     pq.write_table(pa.table({"key": keys, "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
-                             "encoder_id": ["test"] * len(keys), "dim": [dim] * len(keys)}), embeddings_path)
+                             "encoder_id": ["test"] * len(keys), "dim": [dim] * len(keys)}), captions_dir / EMBEDDINGS_FILE)
     boxes = rng.uniform(0.1, 0.4, (len(keys), 2))
     pq.write_table(pa.table({"key": keys, "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 0] + 0.5,
-                             "y2": boxes[:, 1] + 0.5, "status": ["ok"] * len(keys)}), boxes_path)
+                             "y2": boxes[:, 1] + 0.5, "status": ["ok"] * len(keys)}), optical_flow_dir / ACTION_AREAS_FILE)
 
 
 def write_tar(path: Path, samples: list[ShardSample]) -> None:
@@ -51,9 +57,9 @@ def clips(sharded) -> list[ShardSample]:
 
 
 def settings_for(tmp_path: Path, shards: list[Path], keys: list[str], **data) -> StreamSettings:
-    write_side_tables(keys, tmp_path / "emb.parquet", tmp_path / "boxes.parquet")
+    write_side_tables(keys, tmp_path / "captions", tmp_path / "optical_flow")
     return StreamSettings(tuple(map(str, shards)), PretrainDataConfig(**data), TINY, local_batch=4, segment_steps=3,
-                          decode_timeout_s=30, tables=load_tables(tmp_path / "boxes.parquet", tmp_path / "emb.parquet"))
+                          decode_timeout_s=30, tables=load_tables(tmp_path / "optical_flow", tmp_path / "captions"))
 
 
 def test_frame_sampling_stride_and_segments():
@@ -116,15 +122,16 @@ def test_corrupt_sample_is_counted_and_skipped(tmp_path, clips):
 def test_failed_captions_are_skipped_and_failed_boxes_take_the_centre(tmp_path, clips):
     write_tar(tmp_path / "train-000000.tar", clips[:6])
     settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in clips[:6]], shuffle_buffer=1)
-    emb, boxes = pq.read_table(tmp_path / "emb.parquet"), pq.read_table(tmp_path / "boxes.parquet")
+    emb_path, boxes_path = tmp_path / "captions" / EMBEDDINGS_FILE, tmp_path / "optical_flow" / ACTION_AREAS_FILE
+    emb, boxes = pq.read_table(emb_path), pq.read_table(boxes_path)
     vectors = emb.column("embedding").to_pylist()
     vectors[0] = [0.0] * 16  # the captions stage's marker of a failed caption
-    pq.write_table(emb.set_column(1, "embedding", pa.array(vectors, pa.list_(pa.float32()))), tmp_path / "emb.parquet")
+    pq.write_table(emb.set_column(1, "embedding", pa.array(vectors, pa.list_(pa.float32()))), emb_path)
     status = boxes.column("status").to_pylist()
     status[1] = "failed"
     pq.write_table(boxes.set_column(boxes.schema.get_field_index("status"), "status", pa.array(status)),
-                   tmp_path / "boxes.parquet")
-    tables = load_tables(tmp_path / "boxes.parquet", tmp_path / "emb.parquet")
+                   boxes_path)
+    tables = load_tables(tmp_path / "optical_flow", tmp_path / "captions")
     assert tables.embedding(clips[0].key) is None and tables.box(clips[1].key) is None
     centre = StreamSettings(**{**settings.__dict__, "tables": tables})
     batches = PretrainBatches(centre, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "a")

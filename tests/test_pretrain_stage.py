@@ -3,7 +3,6 @@ transformers, resume after a stop with identical parameters, caching semantics, 
 recipes."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import shutil
@@ -20,15 +19,16 @@ import torch
 
 from conftest import make_config, marked_processes, reseal, wait_until_gone
 from pipeline.artifacts import ArtifactStore
-from pipeline.config import load_config
-from pipeline.manifest import CLIPS_FILE, read_clips
 from pipeline.runner import StageError, pipeline_status, run_pipeline, run_stage
 from pipeline.shards import SHARDS_SUBDIR, iter_shard, shard_paths
-from stages.captions import SPEC as CAPTIONS
-from stages.pretrain import SPEC
 from stages import registry
-from stages.shard import SPEC as SHARD
-from test_pretrain_data import write_side_tables, write_tar
+from stages.captions.stage import SPEC as CAPTIONS
+from stages.config import load_config
+from stages.optical_flow.stage import SPEC as FLOW
+from stages.pretrain.stage import SPEC
+from stages.shard.stage import SPEC as SHARD
+from stages.shard.tables import CLIPS_FILE, read_clips
+from test_pretrain_data import write_tar
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION_SETTINGS = {"source": "narration",
@@ -56,15 +56,7 @@ def upstream(sharded, tmp_path_factory) -> Path:
     shutil.copytree(sharded.workdir, work)
     cfg, store = config_for(sharded, work), ArtifactStore(work)
     run_stage(CAPTIONS, cfg, store)
-    if importlib.util.find_spec("stages.optical_flow") is not None:
-        from stages.optical_flow import SPEC as FLOW
-
-        run_stage(FLOW, cfg, store)
-    else:
-        keys = read_clips(work / "shard", ["key"]).column("key").to_pylist()
-        run = store.open_run("optical_flow", "0" * 64)
-        write_side_tables(keys, work / "unused.parquet", run.output_dir / "action_areas.parquet")
-        run.commit(stage_version="test", config={}, upstream={}, inputs_digest=None, row_counts={}, timings={})
+    run_stage(FLOW, cfg, store)
     return work
 
 
@@ -147,7 +139,7 @@ def _kill_trainer_after_step(run_dir: Path, step: int, killed: list[int]) -> Non
         rows = metrics.read_text().splitlines() if metrics.is_file() else []
         if any(row.startswith(f"{step},") for row in rows):
             for pid in marked_processes(os.environ["FILS_TEST_MARK"]):
-                if "stages.pretrain" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                if "stages.pretrain.stage" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     return

@@ -13,11 +13,11 @@ import pytest
 
 from conftest import make_config
 from pipeline.artifacts import ArtifactStore
-from pipeline.config import load_config
-from pipeline.manifest import read_clips
 from pipeline.runner import StageError, pipeline_status, run_pipeline
 from pipeline.shards import ShardItem, iter_shard, shard_paths, write_shard
 from stages import registry
+from stages.config import load_config
+from stages.shard.tables import read_clips
 from video_factory import gradient_frames, write_audio_only, write_mjpeg_avi, write_video
 
 REPO = Path(__file__).parents[1]
@@ -162,7 +162,7 @@ def test_killed_run_leaves_nothing_visible_and_rerun_resumes(tmp_path, sharded):
         f"workdir: {tmp_path / 'work'}\n"
         f"data: {{source: {{kind: csv, root: {samples}, annotations: {samples / 'samples.csv'}}}}}\n"
         "runtime: {workers: 1, progress: false}\nshard: {short_side: 96, window_s: 3.0}\n")
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config), "--stages", "shard"]
+    cmd = [sys.executable, "-m", "stages.cli", "run", "-c", str(config), "--stages", "shard"]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     units = tmp_path / "work" / ".staging" / "shard"
     deadline = time.time() + 120

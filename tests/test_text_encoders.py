@@ -11,8 +11,8 @@ import open_clip
 import pytest
 import torch
 
-from fils_model.text_encoders import load_text_encoder
-from fils_model.text_openclip import MissingTextWeightsError
+from stages.captions.text_encoders import load_text_encoder
+from stages.captions.text_openclip import MissingTextWeightsError
 
 TINY = "fils-test-tiny-clip"
 TEXTS = ["a person riding a bicycle down the street", "a man cycling in the city", "a cartoon rabbit"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.action_area.token_mask import token_mask
+from stages.pretrain.token_mask import token_mask
 
 
 def grid(box, crop=(0, 0, 1, 1), flip=False, size=64, frames=2, tubelet=2):

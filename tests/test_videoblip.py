@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Blip2ForConditionalGeneration
 
-from fils_model.captioner_config import GenerationSettings
-from fils_model.videoblip import (
+from stages.captions.captioner_config import GenerationSettings
+from stages.captions.videoblip import (
     CheckpointMismatchError,
     VideoCaptioner,
     build_random_videoblip,
@@ -148,7 +148,7 @@ def test_hub_id_resolves_from_cache_with_commit_revision(tmp_path, opt_checkpoin
     (repo / "refs" / "main").write_text(commit)
     for name in os.listdir(opt_checkpoint):
         (repo / "snapshots" / commit / name).write_bytes((opt_checkpoint / name).read_bytes())
-    code = ("from fils_model.videoblip import VideoCaptioner as V; "
+    code = ("from stages.captions.videoblip import VideoCaptioner as V; "
             "print(V.from_pretrained('org/tiny-videoblip').revision)")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,

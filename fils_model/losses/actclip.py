@@ -10,7 +10,6 @@ from torch import nn
 
 from fils_model.distributed import current_world, gather_with_local_grad
 
-
 RELEASED_CODE_FALLBACK_TOKENS = 1536  # the released code's fallback: tokens 0..1535 (ViT-B 16x224 has 1568)
 
 

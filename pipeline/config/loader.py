@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config.schema import FilsConfig
+from pipeline.config.base import Section
+
+Config = TypeVar("Config", bound=Section)
 
 
 class ConfigError(ValueError):
@@ -50,16 +52,17 @@ def _format_errors(exc: ValidationError) -> str:
     return "invalid config:\n" + "\n".join(lines)
 
 
-def validate_config(tree: dict[str, Any]) -> FilsConfig:
+def validate_config(model: type[Config], tree: dict[str, Any]) -> Config:
     try:
-        return FilsConfig.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                tree: dict[str, Any] | None = None) -> FilsConfig:
-    """Load a YAML config (or start from ``tree``), apply overrides and validate before any work starts."""
+def load_config(model: type[Config], path: str | Path | None = None, overrides: list[str] | None = None,
+                tree: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config (or start from ``tree``), apply overrides and validate it as ``model`` before any work
+    starts."""
     data: dict[str, Any] = dict(tree or {})
     if path is not None:
         path = Path(path)
@@ -72,4 +75,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(loaded).__name__}")
         data.update(loaded)
-    return validate_config(apply_overrides(data, list(overrides or [])))
+    return validate_config(model, apply_overrides(data, list(overrides or [])))

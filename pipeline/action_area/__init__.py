@@ -1,1 +1,0 @@
-"""Where the action happens in a clip: optical flow, MOFO boxes, token masks and contact sheets."""

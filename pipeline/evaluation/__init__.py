@@ -1,1 +1,0 @@
-"""Evaluation of fine-tuned classifiers: metrics, multi-view prediction, results table, report, plots, sweep."""

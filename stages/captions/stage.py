@@ -1,0 +1,157 @@
+"""The `captions` stage: one caption and one text embedding per clip, written to ``<workdir>/captions/``
+(``captions.parquet``, ``embeddings.parquet``; schemas in ``stages.captions.tables``).
+
+One unit of work is one shard, so a killed run redoes only the shards that were not sealed. Captions are
+the expensive part, so they are also cached outside the stage output, under
+``<workdir>/.cache/captions/<hash of caption settings + shard output_id + shard name>/`` (sealed by an atomic
+rename). The stage fingerprint covers caption and text-encoder settings; when only the text encoder
+changes, every shard finds its captions in the cache and only the embeddings are recomputed.
+
+Models are loaded once per worker process. On a GPU every worker holds a full captioner: use
+``runtime.workers: 1`` per GPU. A shard's time limit is ``captions.unit_timeout_s`` (raise it on CPU).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.artifacts import UNIT_FILE
+from pipeline.fingerprint import file_identity, hash_value, without_runtime_only
+from pipeline.runner import StageError
+from pipeline.shards import shard_paths
+from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from stages.captions.config import CaptionsConfig, TextEncoderConfig
+from stages.captions.embeddings import embed_captions
+from stages.captions.sources import caption_shard, load_caption_file
+from stages.captions.tables import CAPTIONS_FILE, EMBEDDINGS_FILE, STATUS_OK, write_parquet
+from stages.config import FilsConfig
+
+log = logging.getLogger("fils.captions")
+
+VERSION = "1"
+CACHE_SUBDIR = Path(".cache") / "captions"
+
+
+def _path_identity(value: str | Path | None) -> str | None:
+    """Cheap identity (names, sizes, mtimes) of a local file or folder, so replacing a local checkpoint or
+    caption file makes the stage stale; None for hub ids and open_clip tags (pin hub ids with `revision`)."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return hash_value(file_identity(path, path.parent))
+    if path.is_dir():
+        return hash_value([file_identity(p, path) for p in sorted(path.rglob("*")) if p.is_file()])
+    return None
+
+
+def _caption_settings(cfg: CaptionsConfig) -> dict[str, Any]:
+    """What the captions depend on (besides the shards): only the settings the chosen source uses."""
+    if cfg.source == "narration":
+        return {"source": "narration"}
+    if cfg.source == "file":
+        return {"source": "file", "file": _path_identity(cfg.file)}
+    return {"source": "videoblip", "model": cfg.model, "model_files": _path_identity(cfg.model),
+            "revision": cfg.revision, "prompt": cfg.prompt, "num_frames": cfg.num_frames,
+            "image_size": cfg.image_size, "dtype": cfg.dtype, "generation": cfg.generation.model_dump(mode="json")}
+
+
+# Batch sizes, the device, the time limit and allowing pickled checkpoints do not change what is computed.
+RUNTIME_ONLY = ("captions.batch_size", "captions.device", "captions.unit_timeout_s", "captions.text_encoder.batch_size",
+                "captions.text_encoder.allow_pickle")
+
+
+def _encoder_settings(te: TextEncoderConfig) -> dict[str, Any]:
+    return {**without_runtime_only(te.model_dump(mode="json"), RUNTIME_ONLY, "captions.text_encoder"),
+            "files": [_path_identity(v) for v in (te.model, te.pretrained, te.checkpoint)]}
+
+
+def _config_of(cfg: FilsConfig) -> dict[str, Any]:
+    return {"captions": _caption_settings(cfg.captions), "text_encoder": _encoder_settings(cfg.captions.text_encoder)}
+
+
+def _caption_cache(ctx: StageContext, shard_name: str) -> Path:
+    key = hash_value({"version": VERSION, "captions": _caption_settings(ctx.cfg.captions),
+                      "shard_output": ctx.upstream["shard"].output_id, "shard": shard_name})
+    return ctx.workdir / CACHE_SUBDIR / key[:32]
+
+
+def _seal(folder: Path, captions: pa.Table) -> None:
+    """Write the cache entry under a temporary name, then rename it into place."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    write_parquet(captions, tmp / CAPTIONS_FILE)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another run sealed the same entry first
+
+
+def _plan(ctx: StageContext) -> list[Unit]:
+    cfg = ctx.cfg.captions
+    if cfg.source == "file":
+        assert cfg.file is not None  # the config validator guarantees it
+        load_caption_file(cfg.file)  # a bad file is a config error before any worker starts
+    if cfg.source == "videoblip" and ctx.cfg.runtime.workers > 1 and cfg.device != "cpu":
+        log.info("captions: each of the %d workers loads its own captioner; on a GPU use runtime.workers=1 "
+                 "per GPU", ctx.cfg.runtime.workers)
+    for leftover in (ctx.workdir / CACHE_SUBDIR).glob(".*.tmp-*"):  # entries a killed run left unsealed
+        shutil.rmtree(leftover, ignore_errors=True)
+    shards = shard_paths(ctx.upstream_dir("shard"))
+    if not shards:
+        raise StageError(f"captions: no shards under {ctx.upstream_dir('shard')}; rerun the shard stage")
+    return [Unit(path.stem, {"shard": path.name}) for path in shards]
+
+
+def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
+    cfg = ctx.cfg.captions
+    cache = _caption_cache(ctx, unit.payload["shard"])
+    reused = cache.is_dir()
+    if not reused:
+        _seal(cache, caption_shard(cfg, ctx.upstream_dir("shard"), unit.payload["shard"]))
+    shutil.copyfile(cache / CAPTIONS_FILE, out_dir / CAPTIONS_FILE)
+    captions = pq.read_table(out_dir / CAPTIONS_FILE)
+    write_parquet(embed_captions(cfg, captions), out_dir / EMBEDDINGS_FILE)
+    ok = pc.sum(pc.equal(captions.column("status"), STATUS_OK)).as_py() or 0
+    return {"clips": captions.num_rows, "ok": ok, "captions_reused": reused}
+
+
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
+    folders = [ctx.unit_dir(u.id) for u in units]
+    captions = pa.concat_tables([pq.read_table(f / CAPTIONS_FILE) for f in folders]).sort_by("key")
+    embeddings = pa.concat_tables([pq.read_table(f / EMBEDDINGS_FILE) for f in folders]).sort_by("key")
+    write_parquet(captions, ctx.output_dir / CAPTIONS_FILE)
+    write_parquet(embeddings, ctx.output_dir / EMBEDDINGS_FILE)
+    reused = {u.id: json.loads((f / UNIT_FILE).read_text())["captions_reused"] for u, f in zip(units, folders)}
+    statuses = Counter(s.split(":")[0] for s in captions.column("status").to_pylist())
+    ok = statuses.get(STATUS_OK, 0)
+    return StageResult(
+        row_counts={"clips": captions.num_rows, "captioned": ok, "without_caption": captions.num_rows - ok,
+                    "shards": len(units)},
+        extra={"source": ctx.cfg.captions.source, "status_counts": dict(statuses),
+               "encoder_id": embeddings.column("encoder_id")[0].as_py(),
+               # embeddings are computed for every shard of a run; captions come from the cache when they can
+               "captions_reused_shards": sorted(k for k, v in reused.items() if v),
+               "captions_generated_shards": sorted(k for k, v in reused.items() if not v)},
+    )
+
+
+def _unit_timeout_s(cfg: FilsConfig) -> float:
+    return cfg.captions.unit_timeout_s
+
+
+SPEC = StageSpec(name="captions", version=VERSION, upstream=("shard",), config_of=_config_of, plan=_plan,
+                 process=process_shard, finalize=_finalize, unit_timeout_s=_unit_timeout_s, sections=("captions",),
+                 runtime_only=RUNTIME_ONLY)

@@ -1,0 +1,198 @@
+"""The `evaluate` stage: multi-view testing of the committed `finetune` classifier on an evaluation split.
+
+One unit per shard of the split (clips that cannot be decoded are reported and excluded). ``finalize`` scores the
+merged predictions and writes ``metrics.parquet``, ``excluded.parquet``, ``report.md`` and ``plots/*.png`` into
+``<workdir>/evaluate/``, and appends the metrics to the cross-run results table (``evaluate.results_table``).
+
+The trained weights are the result; when the finetune stage also kept a model EMA, it is scored on the same views
+as a second result (protocol ``<mode>+ema``). Clips of the split that never reached a shard (rejected by the shard
+stage) are counted with the clips that could not be decoded, so a score on a subset always says so.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from fils_model.classifier import load_classifier
+from fils_model.weights import weights_fingerprint
+from pipeline.fingerprint import without_runtime_only
+from pipeline.runner import StageError
+from pipeline.shards import iter_shard, shard_paths
+from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from pipeline.tables import write_table
+from stages.config import FilsConfig
+from stages.evaluate import plots
+from stages.evaluate.predict import Predictions, predict
+from stages.evaluate.report import excluded_clips, render_report
+from stages.evaluate.results import read_results, record_results, result_rows, write_rows
+from stages.evaluate.scoring import Scored, score
+from stages.finetune.stage import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, starts_from_pretrain
+from stages.pretrain.stage import training_metrics
+from stages.shard.tables import REJECTS_FILE, read_clips
+
+PREDICTIONS = "predictions_{weights}.npz"
+EXCLUDED_JSON = "excluded.json"
+METRICS_FILE = "metrics.parquet"
+EXCLUDED_FILE = "excluded.parquet"
+EXCLUDED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("clips", pa.int32())])
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+
+
+def results_path(cfg: FilsConfig) -> Path:
+    path = cfg.evaluate.results_table
+    return path if path.is_absolute() else cfg.workdir / path
+
+
+# The sweep is not this stage; the results table's location and the batch size do not change the scores.
+RUNTIME_ONLY = ("evaluate.sweep", "evaluate.results_table", "evaluate.batch_size")
+
+
+def _config_of(cfg: FilsConfig) -> dict[str, Any]:
+    return without_runtime_only(cfg.evaluate.model_dump(mode="json"), RUNTIME_ONLY, "evaluate")
+
+
+def _needs(cfg: FilsConfig) -> dict[str, str]:
+    needs = {"shard": "", "finetune": ""}
+    if cfg.finetune is not None and starts_from_pretrain(cfg):
+        needs["pretrain"] = "the report plots the pre-training losses of the encoder finetune.init names"
+    return needs
+
+
+def pretrain_losses(ctx: StageContext) -> Path | None:
+    """The loss log of the pretrain output the evaluated classifier was fine-tuned from (None when there is none,
+    or when pretrain has been rerun since: its curve would not belong to this encoder)."""
+    pretrain = ctx.upstream.get("pretrain")
+    if pretrain is None or ctx.upstream["finetune"].upstream.get("pretrain") != pretrain.output_id:
+        return None
+    return training_metrics(ctx.upstream_dir("pretrain"))
+
+
+def _plan(ctx: StageContext) -> list[Unit]:
+    split = ctx.cfg.evaluate.split
+    shards = shard_paths(ctx.upstream_dir("shard"), split)
+    if not shards:
+        raise StageError(f"evaluate: no shards of split {split!r} in {ctx.upstream_dir('shard')}; set "
+                         "evaluate.split to a split the shard stage wrote (e.g. validation)")
+    return [Unit(path.stem, {"shard": str(path)}) for path in shards]
+
+
+def classifier_dirs(finetune_dir: Path) -> dict[str, Path]:
+    """The committed weights to score: the trained classifier, and its model EMA when the finetune stage kept one."""
+    found = {name: finetune_dir / name for name in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR)}
+    return {name: path for name, path in found.items() if (path / "model.safetensors").is_file()}
+
+
+def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
+    cfg = ctx.cfg.evaluate
+    models = {name: load_classifier(path)[0] for name, path in classifier_dirs(ctx.upstream_dir("finetune")).items()}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    preds = predict(models, iter_shard(Path(unit.payload["shard"])), cfg.views, cfg.sampling, cfg.batch_size,
+                    device, cfg.decode_backend)
+    for name, weights_preds in preds.items():
+        if weights_preds.keys:
+            weights_preds.save(out_dir / PREDICTIONS.format(weights=name))
+    scored = preds[CLASSIFIER_DIR]
+    (out_dir / EXCLUDED_JSON).write_text(json.dumps(scored.excluded))
+    return {"clips": len(scored.keys), "excluded": len(scored.excluded)}
+
+
+def shard_rejects(shard_dir: Path, split: str) -> list[dict[str, str]]:
+    """Clips of ``split`` the shard stage could not store, as exclusions (key, reason)."""
+    rows = pq.read_table(shard_dir / REJECTS_FILE).to_pylist()
+    return [{"key": r["key"] or f"(all of {r['source_path']})", "reason": f"shard stage: {r['reason']}",
+             "clips": r["clips"]} for r in rows if r["split"] == split]
+
+
+def class_names(shard_dir: Path) -> list[str]:
+    """Index -> name of the single-label / action classes, from clips.parquet."""
+    table = read_clips(shard_dir, ["label", "label_name"]).to_pydict()
+    names: dict[int, str] = {}
+    for label, name in zip(table["label"], table["label_name"]):
+        if label is not None and label >= 0 and name:
+            names[label] = name
+    return [names.get(i, "") for i in range(max(names, default=-1) + 1)]
+
+
+def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Path, limit: int,
+                  pretrain_csv: Path | None) -> list[Path]:
+    """Per-class and confusion figures of every head, plus pre-training losses when their CSV exists."""
+    figures = []
+    for head, values in scored.per_class.items():
+        head_names = names if head in ("label", "action") else []
+        support = scored.confusion[head].sum(axis=1) if head in scored.confusion else np.ones(len(values))
+        kind = "AP" if head not in scored.confusion else "accuracy"
+        figures.append(plots.per_class_accuracy(np.nan_to_num(values), support, head_names,
+                                                f"{benchmark}: per-class {kind} ({head})",
+                                                out_dir / f"per_class_{head}.png", limit))
+        if head in scored.confusion:
+            figures.append(plots.confusion(scored.confusion[head], head_names, f"{benchmark}: confusion ({head})",
+                                           out_dir / f"confusion_{head}.png", limit))
+    if pretrain_csv is not None:
+        curve = plots.loss_curves(pretrain_csv, out_dir / "pretrain_losses.png")
+        if curve is not None:
+            figures.append(curve)
+    return figures
+
+
+def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: Path
+                   ) -> tuple[Predictions, Scored, dict[str, Any]] | None:
+    files = [ctx.unit_dir(u.id) / PREDICTIONS.format(weights=name) for u in units]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return None
+    preds = Predictions.load_all(files)
+    model, meta = load_classifier(classifier)
+    scores, targets = preds.arrays()
+    return preds, score(model.head_cfg, scores, targets, meta.get("action_verbs"), meta.get("action_nouns")), meta
+
+
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
+    cfg, out = ctx.cfg, ctx.output_dir
+    excluded = []
+    for unit in units:
+        excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
+    excluded = [{"clips": 1} | e for e in excluded] + shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split)
+    weights = classifier_dirs(ctx.upstream_dir("finetune"))
+    results = {name: _score_weights(ctx, units, name, path) for name, path in weights.items()}
+    if results.get(CLASSIFIER_DIR) is None:
+        raise StageError(f"evaluate: no clip of split {cfg.evaluate.split!r} could be scored "
+                         f"({len(excluded)} excluded; first: {excluded[:3]})")
+    preds, scored, meta = results[CLASSIFIER_DIR]
+    classifier = weights[CLASSIFIER_DIR]
+    benchmark, views, mode = meta.get("benchmark", "unknown"), cfg.evaluate.views.label, meta.get("mode", "full")
+    rows = []
+    for name, result in results.items():
+        protocol = mode if name == CLASSIFIER_DIR else f"{mode}+ema"
+        rows += result_rows(benchmark, weights_fingerprint(weights[name]), weights[name], protocol, views,
+                            result[1].metrics, len(result[0].keys), excluded_clips(excluded))
+    write_rows(rows, out / METRICS_FILE)
+    write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
+    table = results_path(cfg)
+    record_results(table, rows)
+    names = class_names(ctx.upstream_dir("shard"))
+    figures = write_figures(scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
+                            pretrain_losses(ctx))
+    history = [r for r in read_results(table) if r["benchmark"] == benchmark][-50:]
+    ema = results.get(EMA_CLASSIFIER_DIR)
+    (out / REPORT_FILE).write_text(render_report(
+        benchmark=benchmark, checkpoint=rows[0]["checkpoint"], checkpoint_path=str(classifier),
+        protocol=rows[0]["protocol"], views=views, clips=len(preds.keys), scored=scored, excluded=excluded,
+        class_names=names, figures=[f.relative_to(out) for f in figures], history=history,
+        top_classes=cfg.evaluate.plot_classes, ema_metrics=ema[1].metrics if ema else None))
+    extra = {"metrics": scored.metrics, "results_table": str(table), "report": REPORT_FILE}
+    if ema:
+        extra["ema_metrics"] = ema[1].metrics
+    return StageResult(row_counts={"clips": len(preds.keys), "excluded": excluded_clips(excluded), "metrics": len(rows)},
+                       extra=extra)
+
+
+SPEC = StageSpec(name="evaluate", version="2", upstream=("shard", "finetune", "pretrain"), config_of=_config_of,
+                 plan=_plan, process=process_shard, finalize=_finalize, needs=_needs, sections=("evaluate",),
+                 runtime_only=RUNTIME_ONLY)

@@ -1,0 +1,235 @@
+"""The `finetune` stage: a classifier (encoder + mean pool + LayerNorm + linear heads) trained on the labelled
+clips of the shard stage, starting from the pretrain stage's encoder, any VideoMAE-layout checkpoint, or random
+weights. ``mode: full`` fine-tunes everything (DDP through ``torch.distributed.run`` when there are several
+processes); ``mode: linear_probe`` trains the head on frozen, cached features.
+
+Output: ``<workdir>/finetune/classifier/`` (``model.safetensors`` + ``classifier.json``) and ``metrics.csv``.
+One unit of work is the whole run; its checkpoints live in the staging folder, so a killed run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fils_model.classifier import VideoClassifier, save_classifier
+from fils_model.distributed import cleanup, init_distributed
+from fils_model.encoder_init import load_pretrained_encoder
+from fils_model.finetune_config import FinetuneRecipe
+from fils_model.finetune_trainer import FinetuneTrainer
+from fils_model.linear_probe import extract_features, train_probe
+from fils_model.seeding import seed_everything
+from fils_model.weights import weights_file, weights_fingerprint
+from pipeline.artifacts import UNIT_FILE
+from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
+from pipeline.fingerprint import file_identity, without_runtime_only
+from pipeline.runner import StageError
+from pipeline.shards import iter_shard, shard_paths
+from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from pipeline.video.clip_config import ViewsConfig
+from stages.config import FilsConfig
+from stages.finetune.config import FinetuneSection
+from stages.finetune.data import TrainStreamSettings, action_map, labelled_count, train_batches, view_batches
+from stages.pretrain.stage import pretrained_encoder
+
+log = logging.getLogger("fils.finetune")
+
+CLASSIFIER_DIR = "classifier"
+EMA_CLASSIFIER_DIR = "classifier_ema"  # the model EMA, when finetune.model_ema: a second result
+METRICS_CSV = "metrics.csv"
+LOG_FILE = "train.log"  # torchrun's output, in the run directory
+# Loader and launch settings, and the batch of the probe's feature pass, do not change the classifier.
+RUNTIME_ONLY = ("finetune.loader", "finetune.launch", "finetune.data.feature_batch_size")
+
+
+def section_of(cfg: FilsConfig) -> FinetuneSection:
+    if cfg.finetune is None:
+        raise StageError("the finetune stage needs a `finetune:` section; start from configs/finetune_*.yaml")
+    return cfg.finetune
+
+
+def starts_from_pretrain(cfg: FilsConfig) -> bool:
+    """Whether the classifier starts from the pretrain stage's encoder (``finetune.init: upstream``)."""
+    return section_of(cfg).init == "upstream"
+
+
+def _needs(cfg: FilsConfig) -> dict[str, str]:
+    if not starts_from_pretrain(cfg):
+        return {"shard": ""}
+    return {"shard": "", "pretrain": "finetune.init is 'upstream'; or set finetune.init to a VideoMAE checkpoint "
+                                    "folder/file or to 'random'"}
+
+
+def encoder_source(cfg: FilsConfig) -> Path | None:
+    """The checkpoint ``finetune.init`` names (None: random weights); a clear error when it is missing. The
+    pretrain stage's encoder is read only when declared upstream (``_needs``), so the runner has checked that it
+    is committed."""
+    init = section_of(cfg).init
+    if init == "random":
+        return None
+    if init == "upstream":
+        return pretrained_encoder(cfg.workdir / "pretrain")
+    path = Path(init).expanduser()
+    if not weights_file(path).is_file():
+        raise StageError(f"finetune.init: checkpoint {weights_file(path)} not found; give a VideoMAE-layout folder "
+                         "(model.safetensors + config.json), a weights file or a pretrain .pt, 'upstream' or 'random'")
+    return path
+
+
+def _init_identity(cfg: FilsConfig) -> Any:
+    """The encoder's identity; the pretrain stage's enters the fingerprint as an upstream output."""
+    init = section_of(cfg).init
+    if init in ("random", "upstream"):
+        return init
+    weights = weights_file(Path(init).expanduser())
+    return file_identity(weights) if weights.is_file() else str(weights)
+
+
+def _config_of(cfg: FilsConfig) -> dict[str, Any]:
+    settings = without_runtime_only(section_of(cfg).model_dump(mode="json"), RUNTIME_ONLY, "finetune")
+    return settings | {"encoder": _init_identity(cfg)}
+
+
+def build_classifier(section: FinetuneSection | FinetuneRecipe, source: Path | None,
+                     random_model: Any = None) -> VideoClassifier:
+    """The classifier with the encoder of ``source`` (random weights when None) and freshly initialised heads.
+    Seeds every RNG: the heads' initialisation, and numpy's for Mixup/CutMix (unseeded, no two runs would agree)."""
+    seed_everything(section.seed)
+    if source is None:
+        return VideoClassifier(random_model.model_copy(update={"drop_path": section.drop_path}), section.head)
+    encoder, model_cfg = load_pretrained_encoder(source, section.drop_path)
+    model = VideoClassifier(model_cfg, section.head)
+    model.encoder.load_state_dict(encoder.state_dict())
+    return model
+
+
+def fit_linear_probe(cfg: FilsConfig, shard_dir: Path, source: Path | None, recipe: FinetuneRecipe
+                     ) -> VideoClassifier:
+    """Frozen encoder of ``source``; head trained on features of one centre view per training clip of the shard
+    stage's output ``shard_dir``."""
+    section = section_of(cfg)
+    model = build_classifier(recipe, source, section.model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    samples = (s for path in shard_paths(shard_dir, section.data.split) for s in iter_shard(path))
+    excluded: list[dict[str, str]] = []
+    batches = view_batches(samples, model.cfg, section.head, ViewsConfig(temporal=1, spatial=1),
+                           section.data.sampling, section.data.feature_batch_size, excluded,
+                           section.data.decode_backend)
+    data = extract_features(model, batches, device)
+    model.cpu()
+    train_probe(model, data, recipe)
+    return model
+
+
+def train_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: Path) -> None:
+    """Full fine-tuning in this process (one rank of a torchrun job, or alone); rank 0 saves the result."""
+    env = init_distributed()
+    try:
+        section = section_of(cfg)
+        model = build_classifier(recipe, encoder_source(cfg), section.model)
+        trainer = FinetuneTrainer(recipe, model, run_dir, env)
+        settings = TrainStreamSettings(tuple(str(p) for p in shard_paths(cfg.workdir / "shard", section.data.split)),
+                                       section.data, model.cfg, section.head, recipe.seed, trainer.step, env.rank,
+                                       env.world_size)
+        if section.launch.threads:
+            torch.set_num_threads(section.launch.threads)
+        trainer.fit(train_batches(settings, trainer.local_batch, section.loader.workers))
+        if env.is_main:
+            save_classifier(trainer.model, out_dir)
+            if trainer.ema_model is not None:
+                save_classifier(trainer.ema_model, out_dir.with_name(EMA_CLASSIFIER_DIR))
+    finally:
+        cleanup()
+
+
+def _processes(section: FinetuneSection) -> int:
+    wanted = section.launch.nproc_per_node
+    return max(1, torch.cuda.device_count()) if wanted == "auto" else wanted
+
+
+def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: Path) -> None:
+    section = section_of(cfg)
+    nproc = _processes(section)
+    if nproc == 1 and not torch.cuda.is_available():
+        train_full(cfg, recipe, run_dir, out_dir)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = run_dir / "job.json"
+    payload.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
+                                   "run_dir": str(run_dir), "out_dir": str(out_dir)}))
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               *section.launch.torchrun_args, "-m", "stages.finetune.stage", "--job", str(payload)]
+    try:
+        run_supervised(command, run_dir / LOG_FILE, stall_s=section.launch.stall_timeout_s,
+                       timeout_s=section.launch.timeout_s)
+    except ChildFailed as exc:
+        raise StageError(f"finetune: {exc}\nrerun to resume from the last checkpoint in "
+                         f"{run_dir / 'checkpoints'}") from None
+
+
+def _plan(ctx: StageContext) -> list[Unit]:
+    encoder_source(ctx.cfg)  # fail before any work when the checkpoint is missing
+    return [Unit("train")]
+
+
+def process_train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
+    cfg = ctx.cfg
+    section = section_of(cfg)
+    shard_dir = ctx.upstream_dir("shard")
+    clips = labelled_count(shard_dir, section.data.split, section.head)
+    if clips == 0:
+        raise StageError(f"finetune: split {section.data.split!r} of {shard_dir} has no clip labelled for task "
+                         f"{section.head.task!r}; check finetune.data.split and the dataset's labels")
+    recipe = section.resolve(clips)
+    run_dir = ctx.units_dir.parent / "train"  # survives a killed attempt: checkpoints for resuming
+    source = encoder_source(cfg)
+    classifier_dir = out_dir / CLASSIFIER_DIR
+    if recipe.mode == "linear_probe":
+        save_classifier(fit_linear_probe(cfg, shard_dir, source, recipe), classifier_dir)
+    else:
+        _launch_full(cfg, recipe, run_dir, classifier_dir)
+        shutil.copyfile(run_dir / METRICS_CSV, out_dir / METRICS_CSV)
+    extra: dict[str, Any] = {"benchmark": section.benchmark, "init": section.init,
+                             "encoder_fingerprint": weights_fingerprint(source) if source else "random",
+                             "mode": recipe.mode, "train_clips": clips, "steps": recipe.total_steps}
+    if section.head.task == "epic_action":
+        verbs, nouns = action_map(shard_dir, section.head.num_classes)
+        extra |= {"action_verbs": verbs.tolist(), "action_nouns": nouns.tolist()}
+    for weights in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR):
+        meta_path = out_dir / weights / "classifier.json"
+        if meta_path.is_file():
+            meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | extra | {"weights": weights},
+                                            indent=2, sort_keys=True))
+    return {"train_clips": clips, "steps": recipe.total_steps}
+
+
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
+    shutil.copytree(ctx.unit_dir("train"), ctx.output_dir, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(UNIT_FILE))
+    summary = json.loads((ctx.unit_dir("train") / UNIT_FILE).read_text())
+    return StageResult(row_counts={"train_clips": summary["train_clips"], "steps": summary["steps"]})
+
+
+SPEC = StageSpec(name="finetune", version="2", upstream=("shard", "pretrain"), config_of=_config_of, plan=_plan,
+                 process=process_train, finalize=_finalize, unit_timeout_s=lambda cfg: section_of(cfg).launch.timeout_s,
+                 needs=_needs, sections=("finetune",), runtime_only=RUNTIME_ONLY)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """torchrun entry: ``-m stages.finetune.stage --job <run_dir>/job.json``."""
+    parser = argparse.ArgumentParser(description="one rank of a fine-tuning run (started by the finetune stage)")
+    parser.add_argument("--job", type=Path, required=True)
+    job = json.loads(parser.parse_args(argv).job.read_text())
+    end_session_on_sigterm()
+    train_full(FilsConfig.model_validate(job["config"]), FinetuneRecipe.model_validate(job["recipe"]),
+               Path(job["run_dir"]), Path(job["out_dir"]))
+
+
+if __name__ == "__main__":
+    main()

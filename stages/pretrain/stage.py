@@ -1,0 +1,287 @@
+"""The `pretrain` stage: FILS pre-training on the shards, with the action boxes of `optical_flow` and the
+caption embeddings of `captions`; exports the student encoder in HF VideoMAE layout.
+
+The whole training run is one unit. Its run directory (checkpoints, logs, loader positions) lives in the
+stage's staging area for the current fingerprint, which survives a killed attempt, so rerunning resumes from
+the last checkpoint. Training always runs in a child process: ``python -m stages.pretrain.stage --job JOB.json``
+(one CPU process) or ``python -m torch.distributed.run ... -m stages.pretrain.stage --job JOB.json`` (several
+processes or GPUs), supervised so that it never outlives or hangs the stage (``pipeline.child_process``); its
+output goes to ``train.log`` and to the log.
+
+Outputs: ``encoder/`` (``model.safetensors`` + ``config.json``, loads into ``transformers.VideoMAEModel``),
+``checkpoint.pt`` (final training state), ``checkpoints/step_*.pt`` (every checkpoint the trainer kept,
+``pretrain.trainer.keep_every``: hard links, no copies; the nightly sweep evaluates them), ``metrics.csv``,
+``tensorboard/``, ``train.log``,
+``pretrain_config.json`` (the resolved trainer config, epochs turned into steps).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from fils_model.checkpoint import CheckpointManager
+from fils_model.config import PretrainConfig
+from fils_model.distributed import DistEnv
+from pipeline.artifacts import UNIT_FILE
+from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
+from pipeline.fingerprint import without_runtime_only
+from pipeline.runner import StageError
+from pipeline.shards import shard_paths
+from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from stages.config import FilsConfig
+from stages.pretrain.config import LaunchConfig, LoaderConfig, PretrainDataConfig, PretrainSection
+from stages.pretrain.loader import SKIP_REASONS, PretrainBatches, check_shard_count, read_counts
+from stages.pretrain.side_tables import ClipTables, load_tables
+from stages.pretrain.stream import Layout, StreamSettings
+from stages.shard.tables import read_clips
+
+log = logging.getLogger("fils.pretrain")
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT_ID = "train"
+JOB_FILE = "job.json"
+LOG_FILE = "train.log"
+ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
+METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
+RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch")
+
+
+class PretrainJob(BaseModel):
+    """Everything one training process needs, written as JSON by the stage for ``--job``."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: PretrainConfig
+    data: PretrainDataConfig
+    loader: LoaderConfig
+    shards: list[str]
+    optical_flow_dir: Path  # committed upstream outputs, read through their stages' readers
+    captions_dir: Path
+    run_dir: Path
+    num_clips: int  # usable clips of the split (what an epoch means)
+    max_steps_per_attempt: int | None = None
+    threads: int = 0
+
+
+def _section(cfg: FilsConfig) -> PretrainSection:
+    if cfg.pretrain is None:
+        raise StageError("the config has no `pretrain:` section; add one (see configs/pretrain_ek100_vitb.yaml "
+                         "or the tiny one in configs/demo.yaml)")
+    return cfg.pretrain
+
+
+def _config_of(cfg: FilsConfig) -> dict[str, Any]:
+    if cfg.pretrain is None:
+        return {"pretrain": None}
+    return {"pretrain": without_runtime_only(cfg.pretrain.model_dump(mode="json"), RUNTIME_ONLY, "pretrain")}
+
+
+def pretrained_encoder(pretrain_dir: Path) -> Path:
+    """The committed encoder (VideoMAE layout) in the output folder ``pretrain_dir`` of this stage."""
+    return pretrain_dir / ENCODER_DIR
+
+
+def training_metrics(pretrain_dir: Path) -> Path | None:
+    """The committed loss log (CSV) of this stage's output ``pretrain_dir``; None when the run kept none."""
+    path = pretrain_dir / METRICS_CSV
+    return path if path.is_file() else None
+
+
+def _no_unit_limit(cfg: FilsConfig) -> None:
+    """The training child enforces pretrain.launch.timeout_s itself, under every task runner."""
+
+
+def _plan(ctx: StageContext) -> list[Unit]:
+    _section(ctx.cfg)
+    return [Unit(UNIT_ID)]
+
+
+def run_dir_of(ctx: StageContext) -> Path:
+    """Stable across attempts of one fingerprint (the staging root), unlike the unit's out_dir."""
+    return ctx.units_dir.parent / "run"
+
+
+def nproc_of(launch: LaunchConfig) -> int:
+    import torch
+
+    if launch.nproc_per_node == "auto":
+        return max(1, torch.cuda.device_count())
+    return launch.nproc_per_node
+
+
+def usable_clips(ctx: StageContext, tables: ClipTables, data: PretrainDataConfig) -> int:
+    """Usable clips of the split: with a caption embedding, and a box when boxes are required."""
+    clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "split"]).to_pylist()
+    count = 0
+    for row in clips:
+        if row["split"] != data.split:
+            continue
+        usable = tables.embedding(row["key"]) is not None
+        if data.missing_action_area == "skip":
+            usable = usable and tables.box(row["key"]) is not None
+        count += usable
+    return count
+
+
+def _check_streams(shards: list[Path], num_clips: int, world_size: int, workers: int, split: str) -> None:
+    check_shard_count(len(shards), world_size, workers, split)
+    if not num_clips:
+        raise StageError(f"pretrain: no clip of split {split!r} has a caption embedding (and action box, if "
+                         "required); fix the captions stage or pretrain.data.split")
+
+
+def build_job(ctx: StageContext) -> PretrainJob:
+    """Resolve the run (epochs -> steps from the usable clips) and check it can be fed, before launching."""
+    section = _section(ctx.cfg)
+    data = section.data
+    shards = shard_paths(ctx.upstream_dir("shard"), data.split)
+    if not shards:
+        raise StageError(f"pretrain: no shards of split {data.split!r} in {ctx.upstream_dir('shard')}; "
+                         "set pretrain.data.split to a split the shard stage produced")
+    optical_flow_dir, captions_dir = ctx.upstream_dir("optical_flow"), ctx.upstream_dir("captions")
+    tables = load_tables(optical_flow_dir, captions_dir)
+    if tables.text_dim != section.model.text_dim:
+        raise StageError(f"pretrain: caption embeddings are {tables.text_dim}-d but pretrain.model.text_dim is "
+                         f"{section.model.text_dim}; set pretrain.model.text_dim: {tables.text_dim}")
+    num_clips = usable_clips(ctx, tables, data)
+    _check_streams(shards, num_clips, nproc_of(section.launch), section.loader.workers, data.split)
+    try:
+        train = section.resolve(num_clips)
+    except ValueError as exc:
+        raise StageError(f"pretrain: {num_clips} usable clips give an invalid schedule: {exc}") from None
+    return PretrainJob(train=train, data=data, loader=section.loader, shards=[str(p) for p in shards],
+                       optical_flow_dir=optical_flow_dir, captions_dir=captions_dir, run_dir=run_dir_of(ctx), num_clips=num_clips,
+                       max_steps_per_attempt=section.launch.max_steps_per_attempt, threads=section.launch.threads)
+
+
+def launch_command(job_path: Path, launch: LaunchConfig) -> list[str]:
+    import torch
+
+    entry = ["-m", "stages.pretrain.stage", "--job", str(job_path)]
+    nproc = nproc_of(launch)
+    if nproc == 1 and not torch.cuda.is_available() and not launch.torchrun_args:
+        return [sys.executable, *entry]
+    rendezvous = [] if launch.torchrun_args else ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={nproc}",
+            *launch.torchrun_args, *entry]
+
+
+def run_logged(cmd: list[str], log_path: Path, launch: LaunchConfig) -> None:
+    """Run the training command under supervision (pipeline.child_process), its output appended to ``log_path``."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                        "PYTHONUNBUFFERED": "1"}
+    if launch.threads:
+        env["OMP_NUM_THREADS"] = str(launch.threads)
+    try:
+        run_supervised(cmd, log_path, env=env, cwd=REPO, stall_s=launch.stall_timeout_s, timeout_s=launch.timeout_s)
+    except ChildFailed as exc:
+        raise StageError(f"training failed: {exc}") from None
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (same file system: no copy of multi-GB checkpoints), else copy."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        link(str(src), str(dst))
+
+
+def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
+    """Run (or resume) training to the end, then export; stops with an error after max_steps_per_attempt."""
+    section = _section(ctx.cfg)
+    job = build_job(ctx)
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    job_path = job.run_dir / JOB_FILE
+    job_path.write_text(job.model_dump_json(indent=2))
+    run_logged(launch_command(job_path, section.launch), job.run_dir / LOG_FILE, section.launch)
+
+    total = job.train.trainer.total_steps
+    checkpoints = CheckpointManager(job.run_dir / "checkpoints", 1, 1)
+    latest = checkpoints.latest()
+    step = int(latest.stem.removeprefix("step_")) if latest else 0
+    if step < total:
+        raise StageError(f"pretrain stopped at step {step} of {total} (pretrain.launch.max_steps_per_attempt="
+                         f"{section.launch.max_steps_per_attempt}); run the stage again to continue")
+    from fils_model.export import export_checkpoint  # imports transformers: only when there is something to export
+
+    export_checkpoint(latest, out_dir / ENCODER_DIR)
+    _link_tree(latest, out_dir / "checkpoint.pt")
+    (out_dir / "checkpoints").mkdir()
+    for kept in checkpoints.saved():  # the commit deletes the staging: the kept checkpoints go with the output
+        _link_tree(kept, out_dir / "checkpoints" / kept.name)
+    for name in (METRICS_CSV, "tensorboard", LOG_FILE):
+        if (job.run_dir / name).exists():
+            _link_tree(job.run_dir / name, out_dir / name)
+    (out_dir / "pretrain_config.json").write_text(job.train.model_dump_json(indent=2))
+    return {"steps": total, "clips": job.num_clips, "sample_counts": read_counts(job.run_dir / "data")}
+
+
+def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
+    unit_dir = ctx.unit_dir(UNIT_ID)
+    for item in unit_dir.iterdir():
+        if item.name != UNIT_FILE:
+            _link_tree(item, ctx.output_dir / item.name)
+    summary = json.loads((unit_dir / UNIT_FILE).read_text())
+    counts = summary["sample_counts"]
+    return StageResult(row_counts={"steps": summary["steps"], "clips": summary["clips"],
+                                   "skipped_samples": sum(counts.get(k, 0) for k in SKIP_REASONS)},
+                       extra={"sample_counts": counts})
+
+
+SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
+                 plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit,
+                 log_files=(METRICS_CSV, LOG_FILE, "tensorboard/*"),  # wall-clock throughput and times
+                 sections=("pretrain",), runtime_only=RUNTIME_ONLY)
+
+
+# -- the training process ------------------------------------------------------------------------------------
+def make_batches(job: PretrainJob, start: int, env: DistEnv) -> PretrainBatches:
+    """This rank's batches from ``start`` to the end of training or of this attempt."""
+    check_shard_count(len(job.shards), env.world_size, job.loader.workers, job.data.split)
+    trainer = job.train.trainer
+    settings = StreamSettings(
+        shards=tuple(job.shards), data=job.data, model=job.train.model,
+        local_batch=trainer.global_batch_size // env.world_size, segment_steps=trainer.checkpoint_every,
+        decode_timeout_s=job.loader.decode_timeout_s, tables=load_tables(job.optical_flow_dir, job.captions_dir),
+    )
+    end = trainer.total_steps if job.max_steps_per_attempt is None else min(trainer.total_steps,
+                                                                           start + job.max_steps_per_attempt)
+    layout = Layout(env.rank, env.world_size, max(1, job.loader.workers))
+    return PretrainBatches(settings, layout, start, end, job.loader, job.run_dir / "data", trainer.log_every)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="FILS pre-training process (started by the pretrain stage, "
+                                     "directly or under torch.distributed.run)")
+    parser.add_argument("--job", type=Path, required=True, help=f"the {JOB_FILE} the stage wrote")
+    args = parser.parse_args(argv)
+    end_session_on_sigterm()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = PretrainJob.model_validate_json(args.job.read_text())
+    import torch
+
+    from fils_model.train_entry import run
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    metrics = run(job.train, job.run_dir, partial(make_batches, job))
+    if metrics:
+        log.info("last step: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The worker side of the pre-training loader: shards -> samples -> decoded, augmented clips -> batches.
+
+Determinism, so that a resumed run sees exactly the batches of an uninterrupted one:
+
+* Steps are dealt round-robin to ``W`` *logical* loader workers (step ``s`` -> worker ``s % W``); an attempt that
+  starts at step ``s0`` gives physical worker ``p`` the steps ``s0 + p, s0 + p + W, ...``, which keeps the
+  DataLoader's round-robin order equal to the step order.
+* Every (rank, logical worker) stream draws from all shards: each pass over the data deals a fresh seeded
+  permutation of all shards round-robin to the ``S = ranks x W`` streams (the same permutation on every stream, so
+  a pass still reads each shard once), and a stream reads its shards several at once (``interleave_shards``)
+  through a seeded shuffle buffer. With the shard stage's seeded global shuffle of the training split, a batch is
+  then a random sample of the dataset, not neighbouring clips of a few videos (false ActCLIP negatives).
+* The stream restarts, freshly seeded, every ``segment_steps`` steps (the checkpoint interval), so a run resumed
+  from a regular checkpoint needs no fast-forwarding; inside a segment it skips the raw samples already used.
+* Every random draw comes from a generator seeded by (seed, stream, segment, raw sample index), masks by
+  (seed, step, rank).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import random
+import signal
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from fils_model.config import ModelConfig
+from fils_model.masking import tube_mask
+from pipeline.video.decode import decode_frames
+from pipeline.video.transforms import (
+    CENTRE_BOX,
+    apply_crop_flip,
+    crop_box,
+    frame_indices,
+    normalise,
+    random_crop_flip,
+)
+from stages.pretrain.config import PretrainDataConfig
+from stages.pretrain.side_tables import ClipTables
+from stages.pretrain.token_mask import token_mask
+
+log = logging.getLogger("fils.pretrain.data")
+
+
+class StreamError(RuntimeError):
+    """A loader stream cannot produce samples."""
+
+
+class DecodeTimeout(RuntimeError):
+    pass
+
+
+def seed_of(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`DecodeTimeout` in the block after ``seconds`` (main thread only: SIGALRM)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum: int, frame: Any) -> None:
+        raise DecodeTimeout(f"decoding took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Ranks x logical loader workers; every (rank, worker) pair is one stream."""
+
+    rank: int
+    world_size: int
+    workers: int  # logical workers per rank, >= 1
+
+    @property
+    def streams(self) -> int:
+        return self.world_size * self.workers
+
+    def stream_index(self, worker: int) -> int:
+        return worker * self.world_size + self.rank
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What every loader worker needs (pickled into the workers once)."""
+
+    shards: tuple[str, ...]
+    data: PretrainDataConfig
+    model: ModelConfig
+    local_batch: int
+    segment_steps: int
+    decode_timeout_s: float
+    tables: ClipTables
+
+
+class SampleCounter(Counter):
+    """What one worker did with its raw samples: ``good``, ``raw``, dropped (``corrupt``, ``unreadable``,
+    ``no_caption``, ``no_action_area``) or patched (``centre_box``); sent with every batch to the main process."""
+
+    def skip(self, reason: str, key: str, detail: object = "") -> None:
+        self[reason] += 1
+        level = logging.DEBUG if reason == "no_caption" else logging.WARNING
+        log.log(level, "skipped clip %s (%s) %s", key, reason, detail)
+
+    def tar_error(self, exc: Exception) -> bool:
+        """``handler`` of ``wds.tarfile_to_samples``: count, log, continue."""
+        self["unreadable"] += 1
+        log.warning("unreadable shard data skipped: %s", exc)
+        return True
+
+    def count_raw(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for sample in samples:
+            self["raw"] += 1
+            yield sample
+
+
+class ShardCycle:
+    """Endless shard URLs of one stream: pass ``p`` permutes all shards with a seed shared by every stream and
+    takes every ``streams``-th from ``stream`` on, so the streams split each pass and each stream sees every shard
+    over the passes. A pass that adds no raw sample at all is an error instead of an endless loop."""
+
+    def __init__(self, shards: tuple[str, ...], stream: int, streams: int, seed: tuple[int, ...],
+                 counter: SampleCounter) -> None:
+        self.shards, self.stream, self.streams, self.seed, self.counter = shards, stream, streams, seed, counter
+
+    def __iter__(self) -> Iterator[str]:
+        marks = [-1, -1]  # raw count at the start of the last two passes (readers hold samples back)
+        for pass_index in itertools.count():
+            if self.counter["raw"] <= marks[0]:
+                raise StreamError(f"shards {list(self.shards)} hold no readable sample "
+                                  f"({self.counter['unreadable']} errors)")
+            marks = [marks[1], self.counter["raw"]]
+            order = random.Random(seed_of(*self.seed, pass_index)).sample(self.shards, len(self.shards))
+            yield from order[self.stream :: self.streams]
+
+
+def interleave_shards(urls: Iterator[str], ways: int, rng: random.Random,
+                      counter: SampleCounter) -> Iterator[dict[str, Any]]:
+    """Samples drawn at random from ``ways`` shards open at once; an exhausted shard is replaced by the next URL."""
+    read = wds.tarfile_to_samples(handler=counter.tar_error)
+    open_shards: list[Iterator[dict[str, Any]]] = []
+    while True:
+        while len(open_shards) < ways:
+            open_shards.append(iter(read(iter([{"url": next(urls)}]))))
+        index = rng.randrange(len(open_shards))
+        try:
+            yield next(open_shards[index])
+        except StopIteration:
+            open_shards.pop(index)
+
+
+class ClipBatchStream(IterableDataset):
+    """Batches for steps ``[start, end)`` of one rank; iterate it through a DataLoader with ``batch_size=None``.
+
+    Each batch holds the trainer's keys plus ``step``, ``worker``, ``segment``, ``cursor`` (raw samples this
+    logical worker has consumed in the segment) and ``counts`` (its :class:`SampleCounter`).
+    """
+
+    def __init__(self, settings: StreamSettings, layout: Layout, start: int, end: int,
+                 cursors: dict[int, int] | None = None) -> None:
+        self.settings, self.layout, self.start, self.end = settings, layout, start, end
+        self.cursors = cursors or {}  # logical worker -> raw samples used in the segment of `start`
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        steps = range(self.start + physical, self.end, self.layout.workers)
+        if not steps:
+            return
+        worker = steps[0] % self.layout.workers
+        counter = SampleCounter()
+        length = self.settings.segment_steps
+        for segment, in_segment in itertools.groupby(steps, key=lambda s: s // length):
+            skip = self.cursors.get(worker, 0) if segment == self.start // length else 0
+            yield from self._segment(worker, segment, list(in_segment), skip, counter)
+
+    def _segment(self, worker: int, segment: int, steps: list[int], skip: int,
+                 counter: SampleCounter) -> Iterator[dict[str, Any]]:
+        cfg = self.settings.data
+        indexed = enumerate(itertools.islice(self.raw_samples(worker, segment, counter), skip, None), start=skip)
+        stream = self.layout.stream_index(worker)
+        prepared = ((i, self._prepare(sample, (cfg.seed, stream, segment, i), counter)) for i, sample in indexed)
+        good = ((i, s) for i, s in prepared if s is not None)
+        for step in steps:
+            items = list(itertools.islice(good, self.settings.local_batch))
+            yield self._collate([s for _, s in items], step) | {
+                "worker": worker, "segment": segment, "cursor": items[-1][0] + 1, "counts": dict(counter)}
+
+    def raw_samples(self, worker: int, segment: int, counter: SampleCounter) -> Iterator[dict[str, Any]]:
+        """The encoded samples (``__key__``, ``mp4``, ``json``) of one logical worker's stream in one segment."""
+        cfg, layout, shards = self.settings.data, self.layout, self.settings.shards
+        stream = layout.stream_index(worker)
+        urls = iter(ShardCycle(shards, stream, layout.streams, (cfg.seed, segment, 2), counter))
+        ways = max(1, min(cfg.interleave_shards, len(shards) // layout.streams))
+        return iter(wds.DataPipeline(
+            partial(interleave_shards, urls, ways, random.Random(seed_of(cfg.seed, stream, segment, 0)), counter),
+            counter.count_raw,
+            wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
+                        rng=random.Random(seed_of(cfg.seed, stream, segment, 1))),
+        ))
+
+    def _prepare(self, raw: dict[str, Any], seed: tuple[int, ...], counter: SampleCounter) -> dict[str, Any] | None:
+        """Decode, sample, crop/flip and mask one clip; None (counted) when it cannot be used."""
+        cfg, model, tables = self.settings.data, self.settings.model, self.settings.tables
+        key = str(raw.get("__key__"))
+        embedding = tables.embedding(key)
+        if embedding is None:
+            return counter.skip("no_caption", key)
+        box = tables.box(key)
+        if box is None:
+            if cfg.missing_action_area == "skip":
+                return counter.skip("no_action_area", key)
+            counter["centre_box"] += 1
+            box = CENTRE_BOX
+        rng = np.random.default_rng(seed)
+        try:
+            with time_limit(self.settings.decode_timeout_s):
+                meta = json.loads(raw["json"])
+                indices = frame_indices(int(meta["num_frames"]), model.num_frames, cfg.sampling, rng)
+                offset = int(meta.get("frame_offset") or 0)
+                frames = decode_frames(raw["mp4"], [i + offset for i in indices], cfg.decode_backend)
+        except Exception as exc:  # noqa: BLE001 - a bad clip never stops training
+            return counter.skip("corrupt", key, f"{type(exc).__name__}: {exc}")
+        height, width = frames.shape[1:3]
+        crop = random_crop_flip(width, height, cfg.augment, rng)
+        action = token_mask(crop_box(box, crop, width, height), model.img_size, model.patch_size,
+                            model.num_frames, model.tubelet_size, rule=cfg.box_rule)
+        counter["good"] += 1
+        return {"video": normalise(apply_crop_flip(frames, crop, model.img_size)),
+                "action_tokens": torch.from_numpy(action),
+                "text_embedding": torch.from_numpy(embedding.copy())}
+
+    def _collate(self, samples: list[dict[str, torch.Tensor]], step: int) -> dict[str, Any]:
+        model = self.settings.model
+        batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        rng = np.random.default_rng([self.settings.data.seed, step, self.layout.rank])
+        batch["mask"] = tube_mask(len(samples), model.grid, model.mask_ratio, rng)
+        batch["step"] = step
+        return batch
