@@ -123,8 +123,8 @@ def build_clips(s: CheckSettings, root: Path) -> ClipSet:
                                        seed=s.data_seed, validation_every=0, looks=True,
                                        caption_accuracy=s.caption_accuracy))
     model = model_config(s)
-    ocfg = OpticalFlowConfig(short_side=48)
-    flow = make_flow(ocfg.backend)
+    ocfg = OpticalFlowConfig(short_side=48, dis_finest_scale=None)  # DIS at its preset's pyramid, as calibrated
+    flow = make_flow(ocfg)
     rows = list(csv.DictReader(open(root / SAMPLES_CSV)))
     videos, pixels, actions, captions, motion, speed, split, ious = [], [], [], [], [], [], [], []
     for index, row in enumerate(rows):

@@ -21,14 +21,16 @@ import numpy as np
 from pipeline.samples import SampleSettings, read_true_boxes, write_samples
 from pipeline.video.decode import decode_frames, resize_frames
 from stages.optical_flow.boxes import action_area, box_iou
-from stages.optical_flow.config import OpticalFlowConfig
-from stages.optical_flow.flow_fields import BACKENDS, compute_flows, gray_frames, make_flow
+from stages.optical_flow.config import FLOW_BACKENDS, OpticalFlowConfig
+from stages.optical_flow.flow_fields import compute_flows, gray_frames, make_flow
+
+BACKENDS = FLOW_BACKENDS.names()
 
 SPEED_SIDES = (128, 224, 320)
 
 
 def _flow_fn(backend: str, cfg: OpticalFlowConfig):
-    return make_flow(backend, cfg.dis_preset, cfg.dis_finest_scale)
+    return make_flow(cfg.model_copy(update={"backend": backend}))
 
 
 def frames_per_second(backend: str, gray: np.ndarray, cfg: OpticalFlowConfig) -> float:

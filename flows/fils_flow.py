@@ -38,8 +38,9 @@ from pipeline.runner import (
 from pipeline.stage import Unit
 from stages import registry
 from stages.config import FilsConfig, load_config
+from stages.packages import stage_packages
 
-StageName = Literal[tuple(registry())]  # the stage packages, so the Prefect UI offers exactly these
+StageName = Literal[tuple(stage_packages())]  # the stage packages (not imported here), so the UI offers exactly these
 WORKER_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # set by Prefect workers and runners for the flow-run process
 OUR_LOGGERS = ("fils", "pipeline", "stages", "fils_model")
 # Time-limited worker processes shared by the thread-runner tasks of a running stage (spawning a process

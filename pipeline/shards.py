@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import webdataset as wds
-
 SHARDS_SUBDIR = "shards"
 
 
@@ -56,7 +54,11 @@ def plan_shards(items: list[ShardItem], target_bytes: float, max_count: int, min
     return groups
 
 
+# webdataset is imported where it is used: it imports torch, which a shard or flow worker (and `fils status`)
+# does not otherwise need, and every spawned worker would pay for.
 def write_shard(path: Path, items: list[ShardItem]) -> None:
+    import webdataset as wds
+
     with open(path, "wb") as fh:
         writer = wds.TarWriter(fh, user="fils", group="fils", mtime=0, encoder=False)
         try:
@@ -76,6 +78,8 @@ def shard_paths(shard_stage_dir: Path, split: str | None = None) -> list[Path]:
 
 
 def iter_shard(path: Path) -> Iterator[ShardSample]:
+    import webdataset as wds
+
     # A list, not a string: WebDataset splits a string at "::" and expands braces, which a workdir may contain.
     dataset = wds.WebDataset([str(Path(path).absolute())], shardshuffle=False, empty_check=False)
     for sample in dataset:

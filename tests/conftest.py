@@ -1,6 +1,8 @@
 """Shared fixtures. Prefect reads its settings at import time, so they are set here before anything
 imports it: a private PREFECT_HOME, no analytics, no inherited server."""
+import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +112,23 @@ def samples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo dataset: 2 generated clips for each of 5 motions, plus the 3 real clips."""
     out = tmp_path_factory.mktemp("samples")
     write_samples(out, SampleSettings(clips_per_class=2, frames=24))
+    return out
+
+
+@pytest.fixture(scope="session")
+def few_samples(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Path:
+    """Three generated clips of ``samples_dir``, as a dataset of their own: for tests in which every unit fails or
+    times out, where more videos would only add worker restarts."""
+    out = tmp_path_factory.mktemp("few-samples")
+    with open(samples_dir / SAMPLES_CSV, newline="") as fh:
+        rows = [row for row in csv.DictReader(fh) if row["path"].startswith("synthetic/")][:3]
+    for row in rows:
+        (out / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(samples_dir / row["path"], out / row["path"])
+    with open(out / SAMPLES_CSV, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     return out
 
 

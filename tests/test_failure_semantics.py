@@ -61,8 +61,8 @@ def test_a_full_disk_fails_the_stage_and_the_rerun_completes_it(tmp_path, sample
     assert digests(tmp_path / "work" / "shard") == digests(sharded.workdir / "shard")
 
 
-def test_a_unit_time_out_fails_the_stage_instead_of_rejecting_the_video(tmp_path, samples_dir):
-    config = write_config(tmp_path / "c.yaml", tmp_path / "work", samples_dir)
+def test_a_unit_time_out_fails_the_stage_instead_of_rejecting_the_video(tmp_path, few_samples):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "work", few_samples)
     failed = fils_run(config, "--set", "runtime.unit_timeout_s=0.05")
     assert failed.returncode == 2
     assert "timed out after" in failed.stderr and "retrying" in failed.stderr

@@ -2,6 +2,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,7 +133,8 @@ def test_kill_9_of_the_worker_during_training_stops_its_run_and_a_rerun_resumes(
     workdir = tmp_path / "work"
     killed = {**params, "overrides": [f"workdir={workdir}", *params["overrides"][1:]]}
     upstream = ["shard", "optical_flow", "captions"]
-    assert _run(server, "fils/full-pipeline", {**killed, "stages": upstream})["state"]["type"] == "COMPLETED"
+    for stage in upstream:  # the committed upstream outputs of the reference run, as they are
+        shutil.copytree(_workdir(params) / stage, workdir / stage)
     committed = {stage: ArtifactStore(workdir).success(stage).created_at for stage in upstream}
 
     seed = random.randrange(2**32)

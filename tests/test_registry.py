@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -43,6 +44,12 @@ def test_a_stage_owns_the_config_sections_it_reads(name):
     assert set(owned) <= set(FilsConfig.model_fields)
     for path in SPECS[name].sections:  # what the fingerprint coverage test walks: sections of this stage's own
         assert path.split(".")[0] in owned, f"{name} reads {path}, a section it does not declare in its config.py"
+
+
+def test_the_flow_offers_exactly_the_registered_stages():
+    from flows.fils_flow import StageName
+
+    assert sorted(get_args(StageName)) == sorted(SPECS)
 
 
 @pytest.mark.parametrize("name", list(SPECS))

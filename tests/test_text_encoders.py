@@ -11,6 +11,7 @@ import open_clip
 import pytest
 import torch
 
+from stages.captions.config import TEXT_ENCODERS
 from stages.captions.text_encoders import load_text_encoder
 from stages.captions.text_openclip import MissingTextWeightsError
 
@@ -86,3 +87,32 @@ def test_hf_backend_packaged_minilm_separates_meanings():
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     related, unrelated = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
     assert related > unrelated + 0.2, (related, unrelated)
+
+
+def _tiny_hf(tiny_clip) -> tuple[str, dict]:
+    return "sentence-transformers/all-MiniLM-L6-v2", {}
+
+
+def _tiny_open_clip(tiny_clip) -> tuple[str, dict]:
+    state, _, folder = tiny_clip
+    path = folder / "contract.pt"
+    torch.save(state, path)
+    return TINY, {"pretrained": path}
+
+
+TINY_MODELS = {"hf": _tiny_hf, "open_clip": _tiny_open_clip}  # how each backend gets a model offline
+
+
+@pytest.mark.parametrize("backend", TEXT_ENCODERS.names())
+def test_every_backend_keeps_the_text_encoder_contract(tiny_clip, backend):
+    """Each registered backend (a new one needs a tiny offline model here): float32 (N, dim) rows of unit norm,
+    one per text in order, the same for a text alone as in a batch, and an id naming the backend."""
+    assert backend in TINY_MODELS, f"add a tiny offline model for the {backend!r} backend to TINY_MODELS"
+    model, options = TINY_MODELS[backend](tiny_clip)
+    encoder = load_text_encoder(backend, model, device="cpu", **options)
+    emb = encoder.encode(TEXTS, batch_size=2)
+    assert emb.dtype == np.float32 and emb.shape == (len(TEXTS), encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(TEXTS[1:2])[0], emb[1], atol=1e-5)
+    assert encoder.encode([]).shape == (0, encoder.dim)
+    assert encoder.encoder_id.startswith(f"{backend}:")

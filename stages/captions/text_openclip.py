@@ -133,3 +133,10 @@ def _is_path(value: str | os.PathLike) -> bool:
     if isinstance(value, os.PathLike) or "/" in text or text.endswith(_CHECKPOINT_SUFFIXES):
         return True
     return Path(text).expanduser().exists()
+
+
+def load(model: str, *, pretrained: str | os.PathLike | None, text_checkpoint: str | os.PathLike | None,
+         allow_pickle: bool, device: torch.device, normalize: bool) -> OpenClipTextEncoder:
+    """The `open_clip` backend (see ``OpenClipTextEncoder``)."""
+    return OpenClipTextEncoder(model, pretrained, text_checkpoint, allow_pickle=allow_pickle, device=device,
+                               normalize=normalize)

@@ -8,8 +8,15 @@ from typing import Literal
 from pydantic import Field
 
 from pipeline.config.base import Section
+from pipeline.plugins import Registry
 
-FlowBackend = Literal["dis", "tvl1", "farneback"]
+# Flow backends: name -> factory taking this section and returning the flow function (stages/optical_flow/flow_fields.py).
+FLOW_BACKENDS = Registry("optical_flow.backend", {
+    "dis": "stages.optical_flow.flow_fields:dis_flow",
+    "tvl1": "stages.optical_flow.flow_fields:tvl1_flow",
+    "farneback": "stages.optical_flow.flow_fields:farneback_flow",
+})
+FlowBackend = FLOW_BACKENDS.choices()
 DisPreset = Literal["ultrafast", "fast", "medium"]
 
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from pipeline.video.decode import resize_frames
+from stages.optical_flow.config import FLOW_BACKENDS, OpticalFlowConfig
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (prev, next) uint8 gray -> (H, W, 2) float32
 
@@ -15,31 +16,33 @@ DIS_PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
-BACKENDS = ("tvl1", "dis", "farneback")
 
 
-def make_flow(backend: str, dis_preset: str = "medium", dis_finest_scale: int | None = None) -> FlowFn:
-    """A flow function for ``backend``; the OpenCV object is created once and reused for every pair.
+def make_flow(cfg: OpticalFlowConfig) -> FlowFn:
+    """The flow function of ``cfg.backend``; its OpenCV object is created once and reused for every pair."""
+    return FLOW_BACKENDS.load(cfg.backend)(cfg)
 
-    ``dis_finest_scale`` overrides the preset's finest pyramid level (0: full resolution; the presets stop at
-    level 1 or 2, which blurs motion boundaries on the small frames used here)."""
-    if backend == "tvl1":
-        if not hasattr(cv2, "optflow"):
-            raise RuntimeError("optical_flow.backend=tvl1 needs cv2.optflow: install opencv-contrib-python "
-                               "(not opencv-python), or choose backend dis")
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
-        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
-    if backend == "dis":
-        if dis_preset not in DIS_PRESETS:
-            raise ValueError(f"dis_preset {dis_preset!r} is unknown; choose from {', '.join(DIS_PRESETS)}")
-        dis = cv2.DISOpticalFlow_create(DIS_PRESETS[dis_preset])
-        if dis_finest_scale is not None:
-            dis.setFinestScale(dis_finest_scale)
-        return lambda prev, nxt: dis.calc(prev, nxt, None)
-    if backend == "farneback":
-        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=3, winsize=15,
-                                                              iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-    raise ValueError(f"flow backend {backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+
+def tvl1_flow(cfg: OpticalFlowConfig) -> FlowFn:
+    if not hasattr(cv2, "optflow"):
+        raise RuntimeError("optical_flow.backend=tvl1 needs cv2.optflow: install opencv-contrib-python "
+                           "(not opencv-python), or choose backend dis")
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+
+
+def dis_flow(cfg: OpticalFlowConfig) -> FlowFn:
+    """DIS at ``cfg.dis_preset``; ``cfg.dis_finest_scale`` overrides the preset's finest pyramid level (0: full
+    resolution; the presets stop at level 1 or 2, which blurs motion boundaries on the small frames used here)."""
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.dis_preset])
+    if cfg.dis_finest_scale is not None:
+        dis.setFinestScale(cfg.dis_finest_scale)
+    return lambda prev, nxt: dis.calc(prev, nxt, None)
+
+
+def farneback_flow(cfg: OpticalFlowConfig) -> FlowFn:
+    return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=3, winsize=15,
+                                                          iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
 
 def gray_frames(rgb: np.ndarray, short_side: int) -> np.ndarray:

@@ -51,7 +51,7 @@ def _sheet_keys(keys: list[str], count: int) -> list[str]:
 
 def _plan(ctx: StageContext) -> list[Unit]:
     ocfg = ctx.cfg.optical_flow
-    make_flow(ocfg.backend, ocfg.dis_preset, ocfg.dis_finest_scale)  # a missing backend fails before any work
+    make_flow(ocfg)  # a missing backend fails before any work
     clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "shard"]).to_pylist()
     by_shard: dict[str, list[str]] = {}
     for clip in clips:
@@ -98,7 +98,7 @@ def frames_area(rgb: np.ndarray, ocfg: OpticalFlowConfig, flow: FlowFn) -> tuple
 def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     ocfg = ctx.cfg.optical_flow
     cv2.setNumThreads(1)  # parallelism is across workers (also when run inline)
-    flow = make_flow(ocfg.backend, ocfg.dis_preset, ocfg.dis_finest_scale)
+    flow = make_flow(ocfg)
     wanted, sheet = set(unit.payload["keys"]), set(unit.payload["sheet_keys"])
     rows: dict[str, dict[str, Any]] = {}
     shard = ctx.upstream_dir("shard") / SHARDS_SUBDIR / unit.payload["shard"]

@@ -1,12 +1,21 @@
 """Where the videos come from: the dataset adapter kind, its root and its annotation files."""
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
+from pipeline.plugins import Registry
 
-SourceKind = Literal["folder", "csv", "ek100", "ssv2", "charades_ego", "egtea"]
+# Dataset adapters: data.source.kind -> the adapter's ``list_clips(source)`` (stages/shard/adapters/).
+ADAPTERS = Registry("data.source.kind", {
+    "folder": "stages.shard.adapters.folder:list_clips",
+    "csv": "stages.shard.adapters.csv_list:list_clips",
+    "ek100": "stages.shard.adapters.ek100:list_clips",
+    "ssv2": "stages.shard.adapters.ssv2:list_clips",
+    "charades_ego": "stages.shard.adapters.charades_ego:list_clips",
+    "egtea": "stages.shard.adapters.egtea:list_clips",
+})
+SourceKind = ADAPTERS.choices()
 KINDS_NEEDING_ANNOTATIONS = {"csv", "ek100", "ssv2", "charades_ego", "egtea"}
 
 

@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from importlib import import_module
 
 from stages.shard.adapters.base import AdapterResult, AnnotationError, ClipSpec
-from stages.shard.source_config import SourceConfig
-
-ADAPTERS = {"folder": "folder", "csv": "csv_list", "ek100": "ek100", "ssv2": "ssv2",
-            "charades_ego": "charades_ego", "egtea": "egtea"}
+from stages.shard.source_config import ADAPTERS, SourceConfig
 
 
 def list_clips(source: SourceConfig) -> AdapterResult:
-    module = import_module(f"stages.shard.adapters.{ADAPTERS[source.kind]}")
-    result: AdapterResult = module.list_clips(source)
+    result: AdapterResult = ADAPTERS.load(source.kind)(source)
     if source.splits is not None:
         result = replace(result, clips=[c for c in result.clips if c.split in source.splits])
     check_unique_keys(result.clips)
