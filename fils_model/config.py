@@ -49,12 +49,12 @@ class ModelConfig(_Strict):
     projector_hidden_dim: int = Field(0, ge=0, description="0 = 4 x embed_dim (FILS: 768->3072->512)")
     target_source: Literal["encoder", "tube_embedding"] = Field(
         "encoder",
-        description="teacher targets from the teacher encoder on the full clip (paper intent, D1c) or from the "
+        description="teacher targets from the teacher encoder on the full clip (paper intent, D1) or from the "
         "tube embedding (released code, B3)",
     )
     actclip_source: Literal["encoder", "tube_embedding"] = Field(
         "encoder",
-        description="student tokens pooled by ActCLIP: visible encoder outputs (D1b) or tube embeddings (code)",
+        description="student tokens pooled by ActCLIP: visible encoder outputs (D1) or tube embeddings (code)",
     )
     mask_ratio: float = Field(0.9, gt=0, lt=1)
     activation_checkpointing: bool = False

@@ -35,7 +35,7 @@ class Teacher(nn.Module):
     def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Targets ``(B, N_masked, text_dim)`` for the masked tokens, ascending position order.
 
-        ``source="encoder"``: the teacher encoder sees the full, unmasked clip (paper intent, D1c);
+        ``source="encoder"``: the teacher encoder sees the full, unmasked clip (paper intent, D1);
         ``source="tube_embedding"``: tube-embedding tokens, as in FILS' released code (B3).
         """
         tokens = self.encoder.embed(video)

@@ -17,7 +17,7 @@ from pipeline.config.base import Section
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 from stages.pretrain.token_mask import BoxRule
 
-# The released code's behaviour, point by point (docs/released_code.md): a reproduction aid, never the default.
+# The released code's behaviour, point by point (docs/method.md, B1-B5): a reproduction aid, never the default.
 RELEASED_CODE_PRESET: dict[str, dict[str, Any]] = {
     "model": {"target_source": "tube_embedding", "actclip_source": "tube_embedding"},  # B3
     "loss": {"feature_pairing": "released_code",  # B1
@@ -111,7 +111,7 @@ class PretrainSection(Section):
     variant: Literal["fils", "released_code"] = Field(
         default="fils", description="`released_code` fills in the released code's behaviour (bugs B1-B5, per-GPU "
         "negatives, fp16) wherever the config sets nothing: to reproduce its numbers or attribute a gap to them, "
-        "never for new results (docs/released_code.md).",
+        "never for new results (docs/method.md, B1-B5).",
     )
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
