@@ -80,3 +80,11 @@ def test_timm_floor_admits_only_releases_whose_mixup_takes_multi_label():
     timm = next(Requirement(d) for d in deps if Requirement(d).name == "timm")
     assert not timm.specifier.contains("1.0.30") and not timm.specifier.contains("1.0.29")
     assert timm.specifier.contains("1.0.31")
+
+
+def test_a_launch_setting_a_stage_does_not_honour_is_refused():
+    """Both training stages start through one launcher; stopping after N steps is the pretrain stage's alone."""
+    demo = load_config("configs/demo.yaml", ["pretrain.launch.max_steps_per_attempt=3"])
+    assert demo.pretrain.launch.max_steps_per_attempt == 3
+    with pytest.raises(ConfigError, match="finetune.launch.max_steps_per_attempt` is not a known setting"):
+        load_config("configs/demo.yaml", ["finetune.launch.max_steps_per_attempt=3"])

@@ -10,8 +10,9 @@ from pydantic import Field, model_validator
 from fils_model.config import ModelConfig
 from fils_model.finetune_config import FinetuneRecipe
 from pipeline.config.base import Section
+from pipeline.config.launch import LaunchConfig
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
-from stages.pretrain.config import LaunchConfig, LoaderConfig
+from stages.pretrain.config import LoaderConfig
 
 # Fields of this section that are not part of the trainer's recipe.
 _SECTION_ONLY = {"benchmark", "init", "model", "epochs", "warmup_epochs", "data", "loader", "launch"}

@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,9 @@ from fils_model.linear_probe import extract_features, train_probe
 from fils_model.seeding import seed_everything
 from fils_model.weights import weights_file, weights_fingerprint
 from pipeline.artifacts import UNIT_FILE
-from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
+from pipeline.child_process import ChildFailed, end_session_on_sigterm
 from pipeline.fingerprint import file_identity, without_runtime_only
+from pipeline.launch import run_training
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
@@ -43,7 +43,9 @@ log = logging.getLogger("fils.finetune")
 CLASSIFIER_DIR = "classifier"
 EMA_CLASSIFIER_DIR = "classifier_ema"  # the model EMA, when finetune.model_ema: a second result
 METRICS_CSV = "metrics.csv"
-LOG_FILE = "train.log"  # torchrun's output, in the run directory
+LOG_FILE = "train.log"  # the training process's output, in the run directory
+JOB_FILE = "job.json"
+ENTRY = "stages.finetune.stage"  # the training process: ``main`` below
 # Loader and launch settings, and the batch of the probe's feature pass, do not change the classifier.
 RUNTIME_ONLY = ("finetune.loader", "finetune.launch", "finetune.data.feature_batch_size")
 
@@ -148,26 +150,15 @@ def train_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: 
         cleanup()
 
 
-def _processes(section: FinetuneSection) -> int:
-    wanted = section.launch.nproc_per_node
-    return max(1, torch.cuda.device_count()) if wanted == "auto" else wanted
-
-
 def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: Path) -> None:
+    """Full fine-tuning in a supervised child (``pipeline.launch``: one process or torchrun), resumable."""
     section = section_of(cfg)
-    nproc = _processes(section)
-    if nproc == 1 and not torch.cuda.is_available():
-        train_full(cfg, recipe, run_dir, out_dir)
-        return
     run_dir.mkdir(parents=True, exist_ok=True)
-    payload = run_dir / "job.json"
-    payload.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
-                                   "run_dir": str(run_dir), "out_dir": str(out_dir)}))
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               *section.launch.torchrun_args, "-m", "stages.finetune.stage", "--job", str(payload)]
+    job = run_dir / JOB_FILE
+    job.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
+                               "run_dir": str(run_dir), "out_dir": str(out_dir)}))
     try:
-        run_supervised(command, run_dir / LOG_FILE, stall_s=section.launch.stall_timeout_s,
-                       timeout_s=section.launch.timeout_s)
+        run_training(ENTRY, job, run_dir / LOG_FILE, section.launch)
     except ChildFailed as exc:
         raise StageError(f"finetune: {exc}\nrerun to resume from the last checkpoint in "
                          f"{run_dir / 'checkpoints'}") from None
@@ -222,7 +213,7 @@ SPEC = StageSpec(name="finetune", version="2", upstream=("shard", "pretrain"), c
 
 
 def main(argv: list[str] | None = None) -> None:
-    """torchrun entry: ``-m stages.finetune.stage --job <run_dir>/job.json``."""
+    """Entry of the training process(es): ``-m stages.finetune.stage --job <run_dir>/job.json``."""
     parser = argparse.ArgumentParser(description="one rank of a fine-tuning run (started by the finetune stage)")
     parser.add_argument("--job", type=Path, required=True)
     job = json.loads(parser.parse_args(argv).job.read_text())

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
 from pipeline.config.base import Section
+from pipeline.config.launch import LaunchConfig
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 from stages.pretrain.token_mask import BoxRule
 
@@ -78,28 +79,10 @@ class LoaderConfig(Section):
     )
 
 
-class LaunchConfig(Section):
-    """How the training process(es) are started (not part of the fingerprint)."""
-
-    nproc_per_node: int | Literal["auto"] = Field(
-        default="auto", description="Training processes: `auto` = one per visible GPU (1 on CPU). More than one, "
-        "or any GPU, launches `python -m torch.distributed.run`.",
-    )
-    threads: int = Field(default=0, ge=0, description="torch CPU threads per process (0: torch's default).")
+class PretrainLaunchConfig(LaunchConfig):
     max_steps_per_attempt: int | None = Field(
         default=None, gt=0, description="Stop (with a checkpoint) after this many steps; the stage then fails and "
         "the next run resumes. For time-limited jobs and tests.",
-    )
-    timeout_s: float | None = Field(
-        default=None, gt=0, description="Wall-clock limit of one attempt (the unit is killed; rerun resumes); "
-        "None: no limit (runtime.unit_timeout_s does not apply to training).",
-    )
-    torchrun_args: list[str] = Field(
-        default=[], description="Extra `torch.distributed.run` arguments (e.g. --nnodes, --rdzv-endpoint).",
-    )
-    stall_timeout_s: float | None = Field(
-        default=1800, gt=0, description="Kill the training processes and fail the attempt when their log has not "
-        "grown for this long (a hung collective or decoder); the rerun resumes. None: no watchdog.",
     )
 
 
@@ -124,7 +107,7 @@ class PretrainSection(Section):
     warmup_epochs: float | None = Field(default=None, ge=0, description="Replaces optim.warmup_steps.")
     data: PretrainDataConfig = PretrainDataConfig()
     loader: LoaderConfig = LoaderConfig()
-    launch: LaunchConfig = LaunchConfig()
+    launch: PretrainLaunchConfig = PretrainLaunchConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,14 @@ from fils_model.checkpoint import CheckpointManager
 from fils_model.config import PretrainConfig
 from fils_model.distributed import DistEnv
 from pipeline.artifacts import UNIT_FILE
-from pipeline.child_process import ChildFailed, end_session_on_sigterm, run_supervised
+from pipeline.child_process import ChildFailed, end_session_on_sigterm
 from pipeline.fingerprint import without_runtime_only
+from pipeline.launch import nproc_of, run_training
 from pipeline.runner import StageError
 from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from stages.config import FilsConfig
-from stages.pretrain.config import LaunchConfig, LoaderConfig, PretrainDataConfig, PretrainSection
+from stages.pretrain.config import LoaderConfig, PretrainDataConfig, PretrainSection
 from stages.pretrain.loader import SKIP_REASONS, PretrainBatches, check_shard_count, read_counts
 from stages.pretrain.side_tables import ClipTables, load_tables
 from stages.pretrain.stream import Layout, StreamSettings
@@ -46,10 +46,10 @@ from stages.shard.tables import read_clips
 
 log = logging.getLogger("fils.pretrain")
 
-REPO = Path(__file__).resolve().parents[1]
 UNIT_ID = "train"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
+ENTRY = "stages.pretrain.stage"  # the training process: ``main`` below
 ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
 METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
 RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch")
@@ -109,14 +109,6 @@ def run_dir_of(ctx: StageContext) -> Path:
     return ctx.units_dir.parent / "run"
 
 
-def nproc_of(launch: LaunchConfig) -> int:
-    import torch
-
-    if launch.nproc_per_node == "auto":
-        return max(1, torch.cuda.device_count())
-    return launch.nproc_per_node
-
-
 def usable_clips(ctx: StageContext, tables: ClipTables, data: PretrainDataConfig) -> int:
     """Usable clips of the split: with a caption embedding, and a box when boxes are required."""
     clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "split"]).to_pylist()
@@ -162,30 +154,6 @@ def build_job(ctx: StageContext) -> PretrainJob:
                        max_steps_per_attempt=section.launch.max_steps_per_attempt, threads=section.launch.threads)
 
 
-def launch_command(job_path: Path, launch: LaunchConfig) -> list[str]:
-    import torch
-
-    entry = ["-m", "stages.pretrain.stage", "--job", str(job_path)]
-    nproc = nproc_of(launch)
-    if nproc == 1 and not torch.cuda.is_available() and not launch.torchrun_args:
-        return [sys.executable, *entry]
-    rendezvous = [] if launch.torchrun_args else ["--standalone"]
-    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={nproc}",
-            *launch.torchrun_args, *entry]
-
-
-def run_logged(cmd: list[str], log_path: Path, launch: LaunchConfig) -> None:
-    """Run the training command under supervision (pipeline.child_process), its output appended to ``log_path``."""
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                        "PYTHONUNBUFFERED": "1"}
-    if launch.threads:
-        env["OMP_NUM_THREADS"] = str(launch.threads)
-    try:
-        run_supervised(cmd, log_path, env=env, cwd=REPO, stall_s=launch.stall_timeout_s, timeout_s=launch.timeout_s)
-    except ChildFailed as exc:
-        raise StageError(f"training failed: {exc}") from None
-
-
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link (same file system: no copy of multi-GB checkpoints), else copy."""
     def link(a: str, b: str) -> None:
@@ -207,7 +175,10 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     job_path = job.run_dir / JOB_FILE
     job_path.write_text(job.model_dump_json(indent=2))
-    run_logged(launch_command(job_path, section.launch), job.run_dir / LOG_FILE, section.launch)
+    try:
+        run_training(ENTRY, job_path, job.run_dir / LOG_FILE, section.launch)
+    except ChildFailed as exc:
+        raise StageError(f"training failed: {exc}") from None
 
     total = job.train.trainer.total_steps
     checkpoints = CheckpointManager(job.run_dir / "checkpoints", 1, 1)
