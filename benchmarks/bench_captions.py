@@ -14,16 +14,20 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the offline VideoBLIP builder lives in tests/
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from stages.captions.captioner_config import DEFAULT_PROMPT, GenerationSettings
-from stages.captions.text_encoders import load_text_encoder
-from stages.captions.videoblip import VideoCaptioner, build_random_videoblip, resolve_device_dtype
+from stages.captions.captioner_config import DEFAULT_PROMPT, GenerationSettings  # noqa: E402
+from stages.captions.text_encoders import load_text_encoder  # noqa: E402
+from stages.captions.videoblip import VideoCaptioner, resolve_device_dtype  # noqa: E402
+from tests.builders.videoblip import build_random_videoblip  # noqa: E402
 
 PRESETS = {"small": "small", "real": "opt-2.7b"}
 

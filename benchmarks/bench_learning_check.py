@@ -53,7 +53,7 @@ from fils_model.finetune_config import FinetuneRecipe, HeadConfig
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.linear_probe import train_probe
 from fils_model.masking import tube_mask
-from fils_model.trainer import Trainer
+from fils_model.pretrain_trainer import PretrainTrainer
 from pipeline.samples import SAMPLES_CSV, SampleSettings, read_true_boxes, write_samples
 from pipeline.samples.synthetic import DEFAULT_CLASSES, SPEEDS
 from pipeline.video.decode import decode_frames
@@ -247,8 +247,8 @@ def pretrain(clips: ClipSet, s: CheckSettings, run: Run, run_dir: Path) -> tuple
         optim=OptimConfig(base_lr=lr, min_lr=1e-5, warmup_steps=s.steps // 10, ema_start=s.ema_start),
         trainer=TrainerConfig(total_steps=s.steps, global_batch_size=s.batch_size, seed=run.seed, precision="fp32",
                               checkpoint_every=10**9, log_every=20, diagnostics_every=10**9, tensorboard=False))
-    flops = _step_flops(lambda: Trainer(cfg, run_dir / "flops"), next(_batches(clips, model, s, run)))
-    trainer = Trainer(cfg, run_dir)
+    flops = _step_flops(lambda: PretrainTrainer(cfg, run_dir / "flops"), next(_batches(clips, model, s, run)))
+    trainer = PretrainTrainer(cfg, run_dir)
     trainer.fit(stream)
     tube = model.tubelet_size * model.patch_size**2  # pixels per channel in a normalised tube
     floors = {"loss_pixel": (tube - 1) / tube, "loss_actclip": math.log(s.batch_size)}

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fils_model.config import ModelConfig, PretrainConfig, TrainerConfig  # noqa: E402
-from fils_model.synthetic import SyntheticClips  # noqa: E402
+from tests.builders.synthetic_clips import SyntheticClips  # noqa: E402
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
@@ -34,13 +34,13 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 
 def fils_step(args: argparse.Namespace, device: torch.device):
     from fils_model.distributed import DistEnv
-    from fils_model.trainer import Trainer
+    from fils_model.pretrain_trainer import PretrainTrainer
 
     cfg = PretrainConfig(
         model=model_config(args),
         trainer=TrainerConfig(total_steps=1000, global_batch_size=args.batch, tensorboard=False),
     )
-    trainer = Trainer(cfg, Path(tempfile.mkdtemp()), DistEnv(device=device))
+    trainer = PretrainTrainer(cfg, Path(tempfile.mkdtemp()), DistEnv(device=device))
     batch = SyntheticClips(cfg.model).batch(0, args.batch)
     return lambda: trainer.train_step(batch)
 

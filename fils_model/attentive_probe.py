@@ -11,7 +11,7 @@ from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
 from fils_model.finetune_config import FinetuneRecipe
-from fils_model.finetune_trainer import build_optimizer, build_scheduler
+from fils_model.optim import build_optimizer, build_scheduler
 
 
 class AttentiveProbe(nn.Module):
@@ -39,8 +39,9 @@ def train_attentive_probe(tokens: torch.Tensor, labels: torch.Tensor, recipe: Fi
     warm-up + cosine, batch ``global_batch_size``, ``total_steps``); returns it in eval mode."""
     torch.manual_seed(recipe.seed)
     probe = AttentiveProbe(tokens.shape[-1], recipe.head.num_classes)
-    optimizer = build_optimizer(probe, recipe, layer_decay=None)
-    scheduler = build_scheduler(optimizer, recipe)
+    optimizer = build_optimizer(probe, recipe.optim, recipe.global_batch_size)
+    scheduler = build_scheduler(optimizer, recipe.optim, recipe.total_steps, recipe.warmup_steps,
+                                recipe.global_batch_size)
     generator = torch.Generator().manual_seed(recipe.seed)
     batch = min(recipe.global_batch_size, len(tokens))
     probe.train()

@@ -22,11 +22,11 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Strict(BaseModel):
+class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictConfig):
     """Encoder, predictor and projector shapes. Fields left unset are filled from the ``size`` preset."""
 
     size: Size = "base"
@@ -91,7 +91,7 @@ class ModelConfig(_Strict):
         return t * h * w
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictConfig):
     """Loss weights and ActCLIP options (defaults: final FILS runs, ActCLIP 1 + feature 1 + pixel 0)."""
 
     actclip_weight: float = Field(1.0, ge=0)
@@ -124,17 +124,29 @@ class LossConfig(_Strict):
         return self
 
 
-class OptimConfig(_Strict):
-    """AdamW and schedules. Learning rates are per 256 clips and scaled by the global batch."""
+class AdamWConfig(StrictConfig):
+    """AdamW and its warm-up + cosine learning-rate schedule, shared by pre-training, fine-tuning and the probes.
+    Every learning rate here is per 256 clips and scaled by the global batch (VideoMAE's linear scaling rule)."""
 
-    base_lr: float = Field(1.5e-4, gt=0)
-    min_lr: float = Field(1e-5, ge=0)
-    warmup_start_lr: float = Field(1e-6, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    base_lr: float = Field(1.5e-4, gt=0, description="Peak lr per 256 clips (x global_batch/256).")
+    min_lr: float = Field(1e-5, ge=0, description="Final lr of the cosine per 256 clips (x global_batch/256).")
+    warmup_start_lr: float = Field(1e-6, ge=0, description="First warm-up lr per 256 clips (x global_batch/256).")
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     grad_clip: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_lrs(self) -> "AdamWConfig":
+        if self.min_lr > self.base_lr:
+            raise ValueError(f"min_lr {self.min_lr} exceeds base_lr {self.base_lr}")
+        return self
+
+
+class OptimConfig(AdamWConfig):
+    """Pre-training: AdamW, its schedule and the teacher's EMA momentum schedule."""
+
+    warmup_steps: int = Field(0, ge=0)
     ema_start: float = Field(0.996, ge=0, le=1)
     ema_end: float = Field(1.0, ge=0, le=1)
     ema_schedule: Literal["linear", "cosine"] = "linear"
@@ -146,14 +158,12 @@ class OptimConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "OptimConfig":
-        if self.min_lr > self.base_lr:
-            raise ValueError(f"min_lr {self.min_lr} exceeds base_lr {self.base_lr}")
         if self.ema_end < self.ema_start:
             raise ValueError(f"ema_end {self.ema_end} must be >= ema_start {self.ema_start}")
         return self
 
 
-class TrainerConfig(_Strict):
+class TrainerConfig(StrictConfig):
     """Loop length, precision, logging and checkpoint cadence."""
 
     total_steps: int = Field(gt=0)
@@ -172,8 +182,8 @@ class TrainerConfig(_Strict):
     tensorboard: bool = True
 
 
-class PretrainConfig(_Strict):
-    """Everything the ``pretrain`` stage hands to :class:`fils_model.trainer.Trainer`."""
+class PretrainConfig(StrictConfig):
+    """Everything the ``pretrain`` stage hands to :class:`fils_model.pretrain_trainer.PretrainTrainer`."""
 
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()

@@ -52,6 +52,11 @@ class FILSModel(nn.Module):
         )
         self.teacher = Teacher(self.encoder, self.projector, cfg.target_source) if self.feature_head else None
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters (timm name patterns) kept out of weight decay besides 1-D tensors and biases: the
+        predictor's mask token, as in VideoMAE (CLIP's logit scale is a scalar, so it is excluded already)."""
+        return {"*mask_token"}
+
     @property
     def has_unused_parameters(self) -> bool:
         """True when no loss reads the encoder blocks: ActCLIP alone on tube embeddings (the released code's

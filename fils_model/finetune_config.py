@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from fils_model.config import AdamWConfig, StrictConfig
 
 Task = Literal["single_label", "multi_label", "epic_action", "epic_verb_noun"]
 Mode = Literal["full", "linear_probe"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class HeadConfig(_Strict):
+class HeadConfig(StrictConfig):
     """What the classifier predicts.
 
     ``single_label``: one softmax head (SSv2 174, EGTEA 106); ``multi_label``: one sigmoid head trained with BCE
@@ -43,18 +41,16 @@ class HeadConfig(_Strict):
         return {"action" if self.task == "epic_action" else "label": self.num_classes}
 
 
-class FinetuneOptim(_Strict):
+class FinetuneOptim(AdamWConfig):
+    """AdamW with layer-wise lr decay; defaults of the VideoMAE fine-tuning recipe."""
+
     base_lr: float = Field(1.5e-3, gt=0, description="Peak lr per 256 clips (x global_batch/256).")
-    min_lr: float = Field(1e-6, ge=0)
-    warmup_start_lr: float = Field(1e-6, ge=0)
-    weight_decay: float = Field(0.05, ge=0)
+    min_lr: float = Field(1e-6, ge=0, description="Final lr of the cosine per 256 clips (x global_batch/256).")
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
     layer_decay: float = Field(0.75, gt=0, le=1, description="lr x decay^(depth+1-layer); patch embed = layer 0.")
-    grad_clip: float | None = Field(None, gt=0)
 
 
-class MixConfig(_Strict):
+class MixConfig(StrictConfig):
     """timm Mixup/CutMix (mode 'batch') and label smoothing; 0/0 switches mixing off."""
 
     mixup: float = Field(0.8, ge=0, description="Mixup alpha.")
@@ -68,7 +64,7 @@ class MixConfig(_Strict):
         return self.prob > 0 and (self.mixup > 0 or self.cutmix > 0)
 
 
-class FinetuneRecipe(_Strict):
+class FinetuneRecipe(StrictConfig):
     """Everything :class:`fils_model.finetune_trainer.FinetuneTrainer` needs besides the model and the data."""
 
     head: HeadConfig

@@ -11,7 +11,7 @@ import torch
 from fils_model.classifier import VideoClassifier
 from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_loss import classification_loss, dense_targets
-from fils_model.finetune_trainer import build_optimizer, build_scheduler
+from fils_model.optim import build_optimizer, build_scheduler
 
 
 @torch.no_grad()
@@ -35,8 +35,9 @@ def train_probe(model: VideoClassifier, data: dict[str, torch.Tensor], recipe: F
     model.freeze_encoder()
     features = data["features"]
     head = torch.nn.ModuleDict({"fc_norm": model.fc_norm, "heads": model.heads})
-    optimizer = build_optimizer(head, recipe, layer_decay=None)
-    scheduler = build_scheduler(optimizer, recipe)
+    optimizer = build_optimizer(head, recipe.optim, recipe.global_batch_size)
+    scheduler = build_scheduler(optimizer, recipe.optim, recipe.total_steps, recipe.warmup_steps,
+                                recipe.global_batch_size)
     generator = torch.Generator().manual_seed(recipe.seed)
     batch = min(recipe.global_batch_size, len(features))
     loss = torch.zeros(())

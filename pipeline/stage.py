@@ -65,7 +65,7 @@ class StageSpec:
     needs: Callable[[CoreConfig], Mapping[str, str]] | None = None
     # The config sections whose settings the stage reads (dotted paths), and the settings under them that do not
     # change its outputs (fnmatch patterns: batch sizes, workers, time limits). Every other setting under
-    # ``sections`` must reach the fingerprint through ``config_of`` (tests/test_fingerprint_coverage.py checks it).
+    # ``sections`` must reach the fingerprint through ``config_of`` (tests/stages/test_fingerprint_coverage.py checks it).
     sections: tuple[str, ...] = ()
     runtime_only: tuple[str, ...] = ()
 

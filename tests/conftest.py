@@ -4,10 +4,7 @@ import csv
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fils-prefect-home-")
@@ -19,12 +16,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 from pipeline.samples import SAMPLES_CSV, SampleSettings, write_samples  # noqa: E402
-from stages.config import FilsConfig, load_config  # noqa: E402
+from stages.config import FilsConfig  # noqa: E402
+from tests.helpers import REPO, make_config, marked_processes  # noqa: E402
 
 # The longest modules first (measured serially: the end-to-end module ~10 min, the flows ~5 min, ...): `make test`
 # hands whole modules to two workers in collection order, so these start at once and the two finish together.
@@ -34,41 +31,7 @@ LONGEST_FIRST = ("test_prefect_e2e", "test_flows", "test_pretrain_stage", "test_
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
-
-
-def make_config(workdir: Path, samples: Path, overrides: list[str] | None = None, **sections: Any) -> FilsConfig:
-    """A config over a `fils samples` folder, fast settings for tests; ``sections`` replace whole sections."""
-    tree: dict[str, Any] = {
-        "workdir": str(workdir),
-        "data": {"source": {"kind": "csv", "root": str(samples), "annotations": str(samples / SAMPLES_CSV)}},
-        "runtime": {"workers": 2, "progress": False},
-        "shard": {"short_side": 96, "window_s": 3.0},
-    }
-    tree.update(sections)
-    return load_config(tree=tree, overrides=overrides)
-
-
-def marked_processes(mark: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if f"FILS_TEST_MARK={mark}".encode() in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def wait_until_gone(mark: str, seconds: float = 15) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (alive := marked_processes(mark)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1] if item.module else "", len(rank)))
 
 
 @pytest.fixture
@@ -76,35 +39,10 @@ def mark(monkeypatch) -> str:
     """A marker in the environment of every process the test starts, to find the survivors of a kill."""
     value = uuid.uuid4().hex
     monkeypatch.setenv("FILS_TEST_MARK", value)
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     yield value
     for pid in marked_processes(value):  # never leave a stray process behind, even when a test fails
         os.kill(pid, signal.SIGKILL)
-
-
-def hold_stage_lock(workdir: Path, stage: str) -> subprocess.Popen:
-    """Another process holding ``stage``'s lock, as a running `fils run` does; returns once it holds it."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom pipeline.locks import stage_locks\n"
-        "with stage_locks(Path(sys.argv[1]), sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(600)\n"),
-        str(workdir), stage], stdout=subprocess.PIPE, text=True,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
-def reseal(workdir: Path, stage: str) -> None:
-    """Rewrite a committed output's marker to match its files as they are now: as if the stage had written the
-    bytes a test put there (an upstream with undecodable clips, say), so they are not detected as damage."""
-    from pipeline.artifacts import SUCCESS_FILE, OutputFile, SuccessRecord
-    from pipeline.fingerprint import sha256_file
-
-    root = workdir / stage
-    record = SuccessRecord.model_validate_json((root / SUCCESS_FILE).read_text())
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUCCESS_FILE)
-    record.outputs = [OutputFile(path=str(p.relative_to(root)), size=p.stat().st_size, sha256=sha256_file(p))
-                      for p in files]
-    (root / SUCCESS_FILE).write_text(record.model_dump_json())
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ class ActCLIPLoss(nn.Module):
     Duplicate captions in a batch (automatic captions repeat word for word) are not false negatives here:
     identical text embeddings give identical logit columns, and the one-positive loss then equals multi-positive
     InfoNCE with the target spread uniformly over the same-caption clips, value and gradient
-    (tests/test_model_components.py); its floor is the log of the duplicate count, not a push between them.
+    (tests/fils_model/test_model_components.py); its floor is the log of the duplicate count, not a push between them.
     """
 
     def __init__(self, temperature_init: float = 0.07, max_scale: float = 100.0, gather_negatives: bool = True,

@@ -17,7 +17,7 @@ from pipeline.plugins import Registry
 TEXT_ENCODERS = Registry("captions.text_encoder.backend", {
     "hf": "stages.captions.text_hf:load",
     "open_clip": "stages.captions.text_openclip:load",
-})
+}, group="fils.text_encoders")
 from stages.captions.captioner_config import DEFAULT_PROMPT, GenerationSettings
 
 CaptionSource = Literal["videoblip", "narration", "file"]

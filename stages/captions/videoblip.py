@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AddedToken,
     AutoImageProcessor,
@@ -23,19 +22,14 @@ from transformers import (
     Blip2VisionModel,
     BlipImageProcessor,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import cached_file
 from transformers.utils.hub import extract_commit_hash
 
 from stages.captions.captioner_config import (
-    CLIP_MEAN,
-    CLIP_STD,
     DEFAULT_PROMPT,
     GenerationSettings,
-    PresetName,
-    blip2_config_dict,
     content_hash,
 )
 
@@ -281,47 +275,3 @@ def _check_clips(clips: Sequence[np.ndarray]) -> int:
     if len(counts) != 1 or 0 in counts:
         raise ValueError(f"all clips in a batch need the same, non-zero number of frames; got {sorted(counts)}")
     return counts.pop()
-
-
-def build_random_videoblip(
-    preset: PresetName, *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> tuple[VideoBlipForConditionalGeneration, PreTrainedTokenizerFast, BlipImageProcessor]:
-    """Randomly initialised VideoBLIP with a word-level tokenizer, for offline tests and benchmarks.
-
-    Like the published checkpoints it has no `<image>` token and no `image_token_index` (the loader's
-    fix-ups apply), and the tokenizer leaves spare embedding rows, as OPT's does.
-    """
-    config = Blip2Config(**blip2_config_dict(preset))
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = VideoBlipForConditionalGeneration(config).eval()
-    model.to(dtype)
-    model.qformer.float()  # mirror from_pretrained (`_keep_in_fp32_modules`): Q-Former and queries stay fp32
-    model.query_tokens.data = model.query_tokens.data.float()
-    text = config.text_config
-    seq2seq = not config.use_decoder_only_language_model
-    specials = ["<pad>", "</s>", "<unk>"] if seq2seq else ["<unk>", "<pad>", "</s>"]  # ids as in T5 / OPT
-    vocab = {tok: i for i, tok in enumerate(specials)}
-    vocab.update({f"w{i}": i for i in range(len(specials), text.vocab_size - 2)})
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    eos = vocab["</s>"]
-    template = "$A </s>" if seq2seq else "</s> $A"  # T5 appends EOS, OPT prepends </s> as BOS
-    backend.post_processor = processors.TemplateProcessing(single=template, special_tokens=[("</s>", eos)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-        bos_token=None if seq2seq else "</s>",
-    )
-    size = config.vision_config.image_size
-    image_processor = BlipImageProcessor(
-        size={"height": size, "width": size}, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)
-    )
-    return model, tokenizer, image_processor
-
-
-def save_random_checkpoint(folder: str | os.PathLike, preset: PresetName, *, seed: int = 0) -> Path:
-    """Write `build_random_videoblip(preset)` as a checkpoint folder (weights, tokenizer, image processor)."""
-    path = Path(folder)
-    for part in build_random_videoblip(preset, seed=seed):
-        part.save_pretrained(path)
-    return path

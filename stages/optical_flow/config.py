@@ -15,7 +15,7 @@ FLOW_BACKENDS = Registry("optical_flow.backend", {
     "dis": "stages.optical_flow.flow_fields:dis_flow",
     "tvl1": "stages.optical_flow.flow_fields:tvl1_flow",
     "farneback": "stages.optical_flow.flow_fields:farneback_flow",
-})
+}, group="fils.flow_backends")
 FlowBackend = FLOW_BACKENDS.choices()
 DisPreset = Literal["ultrafast", "fast", "medium"]
 

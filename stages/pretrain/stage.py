@@ -245,11 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     job = PretrainJob.model_validate_json(args.job.read_text())
     import torch
 
-    from fils_model.train_entry import run
+    from fils_model.pretrain_trainer import run_pretraining
 
     if job.threads:
         torch.set_num_threads(job.threads)
-    metrics = run(job.train, job.run_dir, partial(make_batches, job))
+    metrics = run_pretraining(job.train, job.run_dir, partial(make_batches, job))
     if metrics:
         log.info("last step: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
 

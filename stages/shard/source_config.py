@@ -14,7 +14,7 @@ ADAPTERS = Registry("data.source.kind", {
     "ssv2": "stages.shard.adapters.ssv2:list_clips",
     "charades_ego": "stages.shard.adapters.charades_ego:list_clips",
     "egtea": "stages.shard.adapters.egtea:list_clips",
-})
+}, group="fils.dataset_adapters")
 SourceKind = ADAPTERS.choices()
 KINDS_NEEDING_ANNOTATIONS = {"csv", "ek100", "ssv2", "charades_ego", "egtea"}
 
