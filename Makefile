@@ -26,8 +26,12 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Every speed benchmark with its default repeats, then the README's tables from their result files. The learning
+# check (hours) runs on its own: $(PY) benchmarks/bench_learning_check.py.
+SPEED_BENCHMARKS := shard optical_flow pretrain captions
 bench: install
-	for b in benchmarks/bench_*.py; do $(PY) $$b; done
+	set -e; for b in $(SPEED_BENCHMARKS); do $(PY) benchmarks/bench_$$b.py; done
+	$(PY) benchmarks/render.py
 
 clean-state:
 	rm -rf .state

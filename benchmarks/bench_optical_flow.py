@@ -1,16 +1,17 @@
 """Optical-flow backends: speed per core and how well their action boxes agree with TV-L1's, in one run.
 
-    python benchmarks/bench_optical_flow.py [--out DIR] [--short-side 128] [--frames 48] [--speed-pairs 6]
+    python benchmarks/bench_optical_flow.py [--samples DIR] [--short-side 128] [--frames 48] [--speed-pairs 6]
+                                            [--repeats 3]
 
-Prints JSON: frames/s per core (OpenCV on one thread) of every backend at 128, 224 and 320 px short side,
-and for the stage's box settings the mean IoU of each backend's union box with TV-L1's (and with the true box
-of the generated clips) next to its speed ratio over TV-L1. The goal is DIS's speed with TV-L1's boxes.
+Measures frames/s per core (OpenCV on one thread) of every backend at 128, 224 and 320 px short side, each
+repeat timing every backend back to back, with its speed ratio over TV-L1 at the stage's short side within each
+repeat; and, for the stage's box settings, the mean IoU of each backend's union box with TV-L1's (and with the
+true box of the generated clips), which is deterministic and computed once. The goal is DIS's speed with TV-L1's
+boxes. Writes benchmarks/results/optical_flow.json (benchmarks/record.py) and prints it.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from pipeline.video.decode import decode_frames, resize_frames
 from stages.optical_flow.boxes import action_area, box_iou
 from stages.optical_flow.config import FLOW_BACKENDS, OpticalFlowConfig
 from stages.optical_flow.flow_fields import compute_flows, gray_frames, make_flow
+
+from record import cell, describe_machine, save, spread
 
 BACKENDS = FLOW_BACKENDS.names()
 
@@ -42,63 +45,79 @@ def frames_per_second(backend: str, gray: np.ndarray, cfg: OpticalFlowConfig) ->
 
 
 def speed_table(video: Path, pairs: int, cfg: OpticalFlowConfig) -> dict[str, dict[str, float]]:
+    """Frames/s of every backend at every size: one repeat."""
     rgb = decode_frames(video.read_bytes(), list(range(pairs + 1)))
     gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
-    return {b: {str(side): round(frames_per_second(b, resize_frames(gray, side), cfg), 2) for side in SPEED_SIDES}
+    return {b: {str(side): frames_per_second(b, resize_frames(gray, side), cfg) for side in SPEED_SIDES}
             for b in BACKENDS}
 
 
 def agreement(videos: list[Path], frames: int, cfg: OpticalFlowConfig) -> dict[str, dict[str, float]]:
     """Boxes of every backend on the same clips (first ``frames`` frames) at the stage's settings."""
     boxes: dict[str, list] = {b: [] for b in BACKENDS}
-    seconds = dict.fromkeys(BACKENDS, 0.0)
-    pairs, truth = 0, []
+    truth = []
     for video in videos:
         rgb = decode_frames(video.read_bytes())[:frames:cfg.frame_step]
         gray = gray_frames(rgb, cfg.short_side)
         scale = min(gray.shape[1:3]) / cfg.reference_short_side
-        pairs += len(gray) - 1
         for backend in BACKENDS:
-            start = time.perf_counter()
             flows = compute_flows(gray, _flow_fn(backend, cfg), cfg.flow_bound_px * scale * cfg.frame_step)
-            seconds[backend] += time.perf_counter() - start
             boxes[backend].append(action_area(flows, cfg.boxes, scale, cfg.frame_step).box)
         if video.with_name(video.stem + ".boxes.json").is_file():
             true = np.array(read_true_boxes(video)["boxes"])[:frames]
             truth.append((len(boxes["tvl1"]) - 1, (*true[:, :2].min(0), *true[:, 2:].max(0))))
-    out = {}
-    for backend in BACKENDS:
-        out[backend] = {
-            "frames_per_s": round(pairs / seconds[backend], 2),
-            "speed_ratio_vs_tvl1": round(seconds["tvl1"] / seconds[backend], 1),
-            "iou_vs_tvl1": round(float(np.mean([box_iou(a, b) for a, b in zip(boxes[backend], boxes["tvl1"])])), 3),
-            "iou_vs_truth": round(float(np.mean([box_iou(boxes[backend][i], t) for i, t in truth])), 3),
-        }
-    return out
+    return {backend: {
+        "iou_vs_tvl1": round(float(np.mean([box_iou(a, b) for a, b in zip(boxes[backend], boxes["tvl1"])])), 3),
+        "iou_vs_truth": round(float(np.mean([box_iou(boxes[backend][i], t) for i, t in truth])), 3),
+    } for backend in BACKENDS}
+
+
+def render_markdown(doc: dict) -> str:
+    f, s = doc["figures"], doc["settings"]
+    sides = " / ".join(str(side) for side in s["speed_sides"])
+    lines = [
+        f"`python benchmarks/bench_optical_flow.py` (one OpenCV thread; speed on {s['speed_pairs']} frame pairs of a "
+        f"real clip, boxes on {s['clips']} clips of {s['frames_per_clip']} frames at {s['short_side']} px; "
+        f"{describe_machine(doc)}):",
+        "",
+        f"| backend | frames/s per core at {sides} px | speed vs TV-L1 at {s['short_side']} px | box IoU vs TV-L1 | "
+        "box IoU vs ground truth |",
+        "|---|---|---|---|---|",
+    ]
+    for backend, entry in f["backends"].items():
+        speeds = " / ".join(cell(entry["frames_per_s"][str(side)]) for side in s["speed_sides"])
+        name = f"{backend} (default)" if backend == s["default_backend"] else backend
+        lines.append(f"| {name} | {speeds} | {cell(entry['speed_vs_tvl1'], '{:.3g}')}x | "
+                     f"{entry['iou_vs_tvl1']:.2f} | {entry['iou_vs_truth']:.2f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help="where to write the sample clips (a temporary folder by default)")
+    parser.add_argument("--samples", type=Path, help="where to write the sample clips (a temporary folder by default)")
     parser.add_argument("--short-side", type=int, default=OpticalFlowConfig().short_side)
     parser.add_argument("--frames", type=int, default=48, help="frames per clip for the agreement run")
     parser.add_argument("--speed-pairs", type=int, default=6, help="frame pairs timed per backend and size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/optical_flow.json)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     cfg = OpticalFlowConfig(short_side=args.short_side)
+    side = str(min(SPEED_SIDES, key=lambda s: abs(s - cfg.short_side)))
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.out or Path(tmp)
+        root = args.samples or Path(tmp)
         write_samples(root, SampleSettings(clips_per_class=1, frames=32))
         videos = sorted(root.glob("synthetic/*/*.mp4")) + sorted(root.glob("real/*.mp4"))
-        speed = speed_table(root / "real" / "vtest.mp4", args.speed_pairs, cfg)
+        speeds = [speed_table(root / "real" / "vtest.mp4", args.speed_pairs, cfg) for _ in range(args.repeats)]
         agree = agreement(videos, args.frames, cfg)
-    print(json.dumps({
-        "machine": {"cpu": platform.processor() or platform.machine(), "opencv": cv2.__version__, "threads": 1},
-        "frames_per_s_per_core": speed,
-        "agreement": {"short_side": cfg.short_side, "frame_step": cfg.frame_step, "clips": len(videos),
-                      "frames_per_clip": args.frames, "dis": f"{cfg.dis_preset}, finest scale {cfg.dis_finest_scale}",
-                      "window": cfg.boxes.window, "backends": agree},
-    }, indent=2))
+    backends = {b: {"frames_per_s": {str(n): spread([run[b][str(n)] for run in speeds]) for n in SPEED_SIDES},
+                    "speed_vs_tvl1": spread([run[b][side] / run["tvl1"][side] for run in speeds])} | agree[b]
+                for b in BACKENDS}
+    settings = {"repeats": args.repeats, "speed_sides": list(SPEED_SIDES), "speed_pairs": args.speed_pairs,
+                "short_side": cfg.short_side, "frame_step": cfg.frame_step, "clips": len(videos),
+                "frames_per_clip": args.frames, "dis": f"{cfg.dis_preset}, finest scale {cfg.dis_finest_scale}",
+                "window": cfg.boxes.window, "default_backend": cfg.backend}
+    save("optical_flow", settings, {"backends": backends}, args.out, opencv=cv2.__version__, opencv_threads=1)
 
 
 if __name__ == "__main__":

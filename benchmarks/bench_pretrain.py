@@ -1,11 +1,18 @@
-"""Pre-training throughput of FILS vs HF ``transformers`` VideoMAEForPreTraining at the same size.
+"""Pre-training step time of FILS against the work it cannot avoid, and against HF VideoMAEForPreTraining.
 
-Prints one JSON object: per size, FILS clips/s, step time and peak memory, the HF step time, and
-``step_time_ratio`` = FILS / HF (target <= 1.3). FILS' step additionally runs the EMA teacher on the full
-clip and the language projector, which VideoMAE does not have. Each measurement runs in its own process so
-the peak-memory figure (``ru_maxrss`` on CPU, ``max_memory_allocated`` on GPU) belongs to it alone.
+At the same size and batch, each repeat times, each in its own process (so a peak-memory figure belongs to one
+implementation alone):
+  * ``fils``: one FILS optimiser step (student on the visible tokens, predictor, language projector, ActCLIP,
+    feature prediction, the EMA teacher on the full clip, AdamW, the teacher's EMA update);
+  * the irreducible parts of that step, measured separately: ``student_predictor`` (a VideoMAE-style optimiser step
+    of the same student and predictor, pixel loss only) and ``teacher_forward`` (one teacher forward on the full,
+    unmasked clip); their sum is the work FILS cannot avoid, and ``fils / irreducible`` is the target (<= 1.1);
+  * ``hf``: HF transformers' VideoMAEForPreTraining step, for reference (FILS does strictly more: its teacher alone
+    sees 1 / (1 - mask_ratio) times the tokens of VideoMAE's encoder).
+Ratios are taken within each repeat. FLOPs per step (forward + backward; the teacher's forward only) come from
+torch's FlopCounterMode. Writes benchmarks/results/pretrain.json (benchmarks/record.py) and prints it.
 
-    python benchmarks/bench_pretrain.py --sizes tiny small --frames 8 --img-size 112 --batch 4
+    python benchmarks/bench_pretrain.py --sizes tiny small --frames 8 --img-size 112 --batch 4 --repeats 3
 """
 
 from __future__ import annotations
@@ -20,29 +27,54 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fils_model.config import ModelConfig, PretrainConfig, TrainerConfig  # noqa: E402
+from fils_model.config import LossConfig, ModelConfig, PretrainConfig, TrainerConfig  # noqa: E402
 from tests.builders.synthetic_clips import SyntheticClips  # noqa: E402
+
+from record import cell, describe_machine, save, significant, spread  # noqa: E402
+
+IMPLS = ("fils", "student_predictor", "teacher_forward", "hf")
+PIXEL_ONLY = LossConfig(actclip_weight=0.0, feature_weight=0.0, pixel_weight=1.0)
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(size=args.size, img_size=args.img_size, num_frames=args.frames, patch_size=args.patch)
 
 
-def fils_step(args: argparse.Namespace, device: torch.device):
+def _trainer(args: argparse.Namespace, device: torch.device, loss: LossConfig):
     from fils_model.distributed import DistEnv
     from fils_model.pretrain_trainer import PretrainTrainer
 
-    cfg = PretrainConfig(
-        model=model_config(args),
-        trainer=TrainerConfig(total_steps=1000, global_batch_size=args.batch, tensorboard=False),
-    )
-    trainer = PretrainTrainer(cfg, Path(tempfile.mkdtemp()), DistEnv(device=device))
+    cfg = PretrainConfig(model=model_config(args), loss=loss,
+                         trainer=TrainerConfig(total_steps=1000, global_batch_size=args.batch, tensorboard=False))
+    return PretrainTrainer(cfg, Path(tempfile.mkdtemp()), DistEnv(device=device)), cfg
+
+
+def fils_step(args: argparse.Namespace, device: torch.device, loss: LossConfig | None = None):
+    trainer, cfg = _trainer(args, device, loss or LossConfig())
     batch = SyntheticClips(cfg.model).batch(0, args.batch)
     return lambda: trainer.train_step(batch)
+
+
+def student_predictor_step(args: argparse.Namespace, device: torch.device):
+    return fils_step(args, device, PIXEL_ONLY)
+
+
+def teacher_forward(args: argparse.Namespace, device: torch.device):
+    trainer, cfg = _trainer(args, device, LossConfig())
+    batch = SyntheticClips(cfg.model).batch(0, args.batch)
+    video, mask = batch["video"].to(device), batch["mask"].to(device)
+
+    @torch.no_grad()
+    def step() -> None:
+        with trainer.autocast():
+            trainer.model.teacher(video, mask).sum().item()
+
+    return step
 
 
 def hf_step(args: argparse.Namespace, device: torch.device):
@@ -68,25 +100,60 @@ def hf_step(args: argparse.Namespace, device: torch.device):
     return step
 
 
+STEPS = {"fils": fils_step, "student_predictor": student_predictor_step, "teacher_forward": teacher_forward,
+         "hf": hf_step}
+
+
 def worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    step = (fils_step if args.impl == "fils" else hf_step)(args, device)
+    step = STEPS[args.impl](args, device)
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    times = []
     for _ in range(args.steps):
+        start = time.perf_counter()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    step_s = (time.perf_counter() - start) / args.steps
-    return {"step_s": step_s, "clips_per_s": args.batch / step_s, "peak_mem_mib": peak, "device": device.type}
+    with FlopCounterMode(display=False) as counter:
+        step()
+    times.sort()
+    return {"step_s": times[len(times) // 2], "peak_mem_mib": peak, "gflops": counter.get_total_flops() / 1e9,
+            "device": device.type}
+
+
+def render_markdown(doc: dict) -> str:
+    s = doc["settings"]
+    lines = [
+        f"`python benchmarks/bench_pretrain.py` ({s['frames']} frames x {s['img_size']} px, batch {s['batch']}; "
+        f"{describe_machine(doc)}). The irreducible work is a VideoMAE-style step of the same student and predictor "
+        "plus one teacher forward on the full clip, each measured on its own:",
+        "",
+        "| size | FILS step | irreducible: student + predictor step, teacher forward | FILS / irreducible "
+        "(target ≤ 1.1) | HF VideoMAE step | FILS / HF | GFLOP per step: FILS, irreducible, HF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size in s["sizes"]:
+        f = doc["figures"][size]
+
+        def ms(key: str, f: dict = f) -> str:
+            return cell({k: v * 1e3 if k != "n" else v for k, v in f[key].items()})
+
+        lines.append(
+            f"| {size} | {ms('fils_step_s')} ms | {ms('student_predictor_step_s')} ms + {ms('teacher_forward_s')} ms "
+            f"| {cell(f['fils_over_irreducible'], '{:.2f}')} | {ms('hf_step_s')} ms | {cell(f['fils_over_hf'], '{:.2f}')}"
+            f" | {significant(f['gflops']['fils'])}, {significant(f['gflops']['irreducible'])}, "
+            f"{significant(f['gflops']['hf'])} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -96,11 +163,13 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=112)
     parser.add_argument("--patch", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per process (their median is taken)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="processes per implementation and size")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/pretrain.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--impl", choices=["fils", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -110,19 +179,35 @@ def main() -> None:
         return
     common = [f"--frames={args.frames}", f"--img-size={args.img_size}", f"--patch={args.patch}",
               f"--batch={args.batch}", f"--steps={args.steps}", f"--warmup={args.warmup}", f"--threads={args.threads}"]
-    report: dict = {"frames": args.frames, "img_size": args.img_size, "batch": args.batch, "threads": torch.get_num_threads()}
+    figures: dict = {}
     for size in args.sizes:
-        runs = {}
-        for impl in ("fils", "hf"):
-            cmd = [sys.executable, __file__, "--worker", f"--impl={impl}", f"--size={size}", *common]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            runs[impl] = json.loads(out.strip().splitlines()[-1])
-        report[size] = {
-            "fils": runs["fils"],
-            "hf_videomae_pretraining": runs["hf"],
-            "step_time_ratio": runs["fils"]["step_s"] / runs["hf"]["step_s"],
+        repeats = []
+        for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every implementation
+            runs = {}
+            for impl in IMPLS:
+                cmd = [sys.executable, __file__, "--worker", f"--impl={impl}", f"--size={size}", *common]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                runs[impl] = json.loads(out.strip().splitlines()[-1])
+            repeats.append(runs)
+        step = {impl: [r[impl]["step_s"] for r in repeats] for impl in IMPLS}
+        irreducible = [a + b for a, b in zip(step["student_predictor"], step["teacher_forward"])]
+        first = repeats[0]
+        figures[size] = {
+            **{f"{impl}_step_s" if impl != "teacher_forward" else "teacher_forward_s": spread(step[impl])
+               for impl in IMPLS},
+            "irreducible_s": spread(irreducible),
+            "fils_over_irreducible": spread([f / i for f, i in zip(step["fils"], irreducible)]),
+            "fils_over_hf": spread([f / h for f, h in zip(step["fils"], step["hf"])]),
+            "fils_clips_per_s": spread([args.batch / t for t in step["fils"]]),
+            "fils_peak_mem_mib": spread([r["fils"]["peak_mem_mib"] for r in repeats]),
+            "gflops": {"fils": first["fils"]["gflops"], "hf": first["hf"]["gflops"],
+                       "irreducible": first["student_predictor"]["gflops"] + first["teacher_forward"]["gflops"]},
+            "device": first["fils"]["device"],
         }
-    print(json.dumps(report, indent=2))
+    settings = {"sizes": args.sizes, "frames": args.frames, "img_size": args.img_size, "patch": args.patch,
+                "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+                "threads": args.threads or torch.get_num_threads()}
+    save("pretrain", settings, figures, args.out)
 
 
 if __name__ == "__main__":

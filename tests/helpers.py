@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pipeline.samples import SAMPLES_CSV
 from stages.config import FilsConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """A script of benchmarks/ imported by name, as it imports its siblings (``record``); spawned worker
+    processes inherit sys.path and find it the same way."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
 
 
 def make_config(workdir: Path, samples: Path, overrides: list[str] | None = None, **sections: Any) -> FilsConfig:

@@ -3,34 +3,32 @@ length, the labelled-clip data pipeline and how the run is launched (shared with
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from fils_model.config import ModelConfig
 from fils_model.finetune_config import FinetuneRecipe
+from pipeline.clips.config import ClipStreamConfig, LoaderConfig
 from pipeline.config.base import Section
 from pipeline.config.launch import LaunchConfig
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
-from stages.pretrain.config import LoaderConfig
 
 # Fields of this section that are not part of the trainer's recipe.
 _SECTION_ONLY = {"benchmark", "init", "model", "epochs", "warmup_epochs", "data", "loader", "launch"}
 
 
-class FinetuneDataConfig(Section):
-    split: str = Field(default="train", description="Shard split to train on.")
+class FinetuneDataConfig(ClipStreamConfig):
     sampling: SamplingConfig = Field(
         default=SamplingConfig(), description="Frames of a training clip; the linear probe's one view per clip "
         "uses the same mode and stride (without jitter).",
     )
-    feature_batch_size: int = Field(default=8, ge=1, description="Clips per forward pass when the linear probe "
-                                    "computes its frozen features (speed and memory only).")
     augment: AugmentConfig = Field(
         default=AugmentConfig(), description="RandomResizedCrop + flip; set flip: false for SSv2 (left/right classes)."
     )
-    shuffle_buffer: int = Field(default=500, ge=1, description="Samples in each loader stream's shuffle buffer.")
-    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    shuffle_buffer: int = Field(default=500, ge=1, description="Raw samples (encoded clips, in memory) in each "
+                                "loader stream's shuffle buffer.")
+    feature_batch_size: int = Field(default=8, ge=1, description="Clips per forward pass when the linear probe "
+                                    "computes its frozen features (speed and memory only).")
 
 
 class FinetuneSection(FinetuneRecipe, Section):

@@ -1,17 +1,9 @@
-"""Labelled clips for fine-tuning: shard samples -> targets of the configured heads + decoded, sampled,
-cropped/flipped, normalised frames (the pre-training loader's transforms), batched per rank.
-
-Streams: every (rank, loader worker) reads its own shards when there are enough, otherwise all shards with a
-sample stride. Each pass over the data is shuffled with a seed derived from (seed, start step, pass, stream),
-so runs are reproducible; a resumed run continues with fresh shuffles rather than the interrupted order.
-Clips that cannot be decoded or carry no usable label are skipped and logged, never fatal.
-"""
+"""Labelled clips for fine-tuning and evaluation: the targets of the configured heads for a clip, the training
+batches (the shared training loader, ``pipeline.clips``, with :class:`LabelRecipe`: deterministic, exactly
+resumable, time-limited decoding, a bad clip skipped and counted, never fatal) and the test views."""
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +11,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fils_model.config import ModelConfig
 from fils_model.finetune_config import HeadConfig
 from fils_model.finetune_loss import target_key
-from pipeline.parallel import loader_context
+from pipeline.clips.stream import SampleCounter
 from pipeline.shards import ShardSample
 from pipeline.video.clip_config import SamplingConfig, ViewsConfig
 from pipeline.video.decode import decode_frames
-from pipeline.video.transforms import apply_crop_flip, frame_indices, normalise, random_crop_flip
+from pipeline.video.transforms import CropFlip
 from pipeline.video.views import clip_views
-from stages.finetune.config import FinetuneDataConfig
-from stages.pretrain.stream import seed_of
 from stages.shard.tables import read_clips
 
 log = logging.getLogger("fils.finetune.data")
@@ -82,73 +70,21 @@ def action_map(shard_dir: Path, num_actions: int) -> tuple[np.ndarray, np.ndarra
 
 
 @dataclass(frozen=True)
-class TrainStreamSettings:
-    shards: tuple[str, ...]
-    data: FinetuneDataConfig
-    model: ModelConfig
+class LabelRecipe:
+    """What fine-tuning makes of a clip besides its frames: one ``target_<head>`` per head."""
+
     head: HeadConfig
-    seed: int
-    start_step: int
-    rank: int
-    world_size: int
+    skip_reasons: tuple[str, ...] = ("unlabelled",)
 
+    def before_decode(self, key: str, meta: dict[str, Any], counter: SampleCounter) -> dict[str, Any] | None:
+        targets = clip_targets(meta, self.head)
+        return counter.skip("unlabelled", key, expected=True) if targets is None else targets
 
-class LabelledClipStream(IterableDataset):
-    """Endless shuffled training samples of this rank: ``video`` plus ``target_<head>`` tensors."""
+    def after_crop(self, fields: dict[str, Any], crop: CropFlip, width: int, height: int) -> dict[str, torch.Tensor]:
+        return fields
 
-    def __init__(self, settings: TrainStreamSettings) -> None:
-        self.settings = settings
-
-    def _selection(self, workers: int, worker: int) -> tuple[list[str], int, int]:
-        """(shards, sample stride, sample offset) of this stream."""
-        s = self.settings
-        streams, stream = s.world_size * workers, worker * s.world_size + s.rank
-        if len(s.shards) >= streams:
-            return list(s.shards[stream::streams]), 1, 0
-        return list(s.shards), streams, stream
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        s = self.settings
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        shards, stride, offset = self._selection(workers, worker)
-        stream = worker * s.world_size + s.rank
-        produced = 0
-        for epoch in itertools.count():
-            rng = random.Random(seed_of(s.seed, s.start_step, epoch, stream))
-            raw = wds.DataPipeline(wds.SimpleShardList(rng.sample(shards, len(shards))),
-                                   wds.tarfile_to_samples(handler=wds.warn_and_continue),
-                                   wds.shuffle(s.data.shuffle_buffer, initial=s.data.shuffle_buffer, rng=rng))
-            for index, sample in enumerate(itertools.islice(raw, offset, None, stride)):
-                item = self._prepare(sample, np.random.default_rng(seed_of(s.seed, s.start_step, epoch, stream, index)))
-                if item is not None:
-                    produced += 1
-                    yield item
-            if epoch > 0 and produced == 0:
-                raise RuntimeError(f"no usable labelled clip in shards {shards[:3]}...: every clip was unlabelled "
-                                   "or undecodable (see the warnings)")
-
-    def _prepare(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
-        s = self.settings
-        meta = json.loads(sample["json"])
-        targets = clip_targets(meta, s.head)
-        if targets is None:
-            return None
-        try:
-            indices = frame_indices(int(meta["num_frames"]), s.model.num_frames, s.data.sampling, rng)
-            offset = int(meta.get("frame_offset") or 0)
-            frames = decode_frames(sample["mp4"], [i + offset for i in indices], s.data.decode_backend)
-        except Exception as exc:  # noqa: BLE001 - a bad clip never stops training
-            log.warning("skipped clip %s (corrupt): %s: %s", sample.get("__key__"), type(exc).__name__, exc)
-            return None
-        crop = random_crop_flip(frames.shape[2], frames.shape[1], s.data.augment, rng)
-        return {"video": normalise(apply_crop_flip(frames, crop, s.model.img_size)), **targets}
-
-
-def train_batches(settings: TrainStreamSettings, local_batch: int, workers: int) -> DataLoader:
-    """Endless batches of ``local_batch`` clips for one rank."""
-    return DataLoader(LabelledClipStream(settings), batch_size=local_batch, num_workers=workers, drop_last=True,
-                      multiprocessing_context=loader_context(workers))
+    def finish_batch(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
+        return batch
 
 
 def labelled_count(shard_dir: Path, split: str, head: HeadConfig) -> int:

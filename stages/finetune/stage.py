@@ -27,15 +27,17 @@ from fils_model.seeding import seed_everything
 from fils_model.weights import weights_file, weights_fingerprint
 from pipeline.artifacts import UNIT_FILE
 from pipeline.child_process import ChildFailed, end_session_on_sigterm
+from pipeline.clips.batches import ClipBatches, check_shard_count
+from pipeline.clips.stream import Layout, StreamSettings
 from pipeline.fingerprint import file_identity, without_runtime_only
-from pipeline.launch import run_training
+from pipeline.launch import nproc_of, run_training
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from pipeline.video.clip_config import ViewsConfig
 from stages.config import FilsConfig
 from stages.finetune.config import FinetuneSection
-from stages.finetune.data import TrainStreamSettings, action_map, labelled_count, train_batches, view_batches
+from stages.finetune.data import LabelRecipe, action_map, labelled_count, view_batches
 from stages.pretrain.stage import pretrained_encoder
 
 log = logging.getLogger("fils.finetune")
@@ -136,12 +138,17 @@ def train_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: 
         section = section_of(cfg)
         model = build_classifier(recipe, encoder_source(cfg), section.model)
         trainer = FinetuneTrainer(recipe, model, run_dir, env)
-        settings = TrainStreamSettings(tuple(str(p) for p in shard_paths(cfg.workdir / "shard", section.data.split)),
-                                       section.data, model.cfg, section.head, recipe.seed, trainer.step, env.rank,
-                                       env.world_size)
+        shards = tuple(str(p) for p in shard_paths(cfg.workdir / "shard", section.data.split))
+        check_shard_count(len(shards), env.world_size, section.loader.workers, section.data.split, "finetune")
+        settings = StreamSettings(shards=shards, data=section.data, seed=recipe.seed, num_frames=model.cfg.num_frames,
+                                  img_size=model.cfg.img_size, local_batch=trainer.local_batch,
+                                  segment_steps=recipe.checkpoint_every, decode_timeout_s=section.loader.decode_timeout_s,
+                                  recipe=LabelRecipe(section.head))
         if section.launch.threads:
             torch.set_num_threads(section.launch.threads)
-        trainer.fit(train_batches(settings, trainer.local_batch, section.loader.workers))
+        layout = Layout(env.rank, env.world_size, max(1, section.loader.workers))
+        trainer.fit(ClipBatches(settings, layout, trainer.step, recipe.total_steps, section.loader, run_dir / "data",
+                                recipe.log_every))
         if env.is_main:
             save_classifier(trainer.model, out_dir)
             if trainer.ema_model is not None:
@@ -166,6 +173,11 @@ def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir
 
 def _plan(ctx: StageContext) -> list[Unit]:
     encoder_source(ctx.cfg)  # fail before any work when the checkpoint is missing
+    section = section_of(ctx.cfg)
+    if section.mode == "full":  # every loader stream of every rank needs a shard of its own
+        shards = shard_paths(ctx.upstream_dir("shard"), section.data.split)
+        check_shard_count(len(shards), nproc_of(section.launch), section.loader.workers, section.data.split,
+                          "finetune")
     return [Unit("train")]
 
 

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
+from pipeline.clips.config import ClipStreamConfig, LoaderConfig
 from pipeline.config.base import Section
 from pipeline.config.launch import LaunchConfig
-from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 from stages.pretrain.token_mask import BoxRule
 
 # The released code's behaviour, point by point (docs/method.md, B1-B5): a reproduction aid, never the default.
@@ -41,18 +41,7 @@ def _under(preset: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class PretrainDataConfig(Section):
-    split: str = Field(default="train", description="Shard split to train on.")
-    sampling: SamplingConfig = SamplingConfig()
-    augment: AugmentConfig = AugmentConfig()
-    interleave_shards: int = Field(
-        default=4, ge=1, description="Shards each loader stream reads at once, drawing samples from them at random "
-        "(more mixing when a split was not shuffled across shards by the shard stage).",
-    )
-    shuffle_buffer: int = Field(
-        default=256, ge=1, description="Raw samples (encoded clips, in memory) in each loader stream's shuffle buffer."
-    )
-    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+class PretrainDataConfig(ClipStreamConfig):
     missing_action_area: Literal["centre", "skip"] = Field(
         default="centre", description="Clip without a usable action box (no row, status `failed`): use the centre "
         "box covering the middle 50 % (SSv2 loader) or skip the clip.",
@@ -62,21 +51,6 @@ class PretrainDataConfig(Section):
         "off-by-one rule that drops the last covered column and row (B5).",
     )
     seed: int = Field(default=0, description="Seed of shard order, shuffling, frame sampling, crops and masks.")
-
-
-class LoaderConfig(Section):
-    """DataLoader settings (not part of the fingerprint)."""
-
-    workers: int = Field(default=4, ge=0, description="DataLoader worker processes per rank (0: decode inline).")
-    prefetch_factor: int = Field(default=2, ge=1, description="Batches prefetched per worker.")
-    decode_timeout_s: float = Field(
-        default=60.0, gt=0, description="Per-sample guard: a clip whose decoding takes longer is skipped as corrupt "
-        "(works when the decoder returns to Python; a decoder stuck in native code is caught by `stall_timeout_s`).",
-    )
-    stall_timeout_s: float = Field(
-        default=1800.0, gt=0, description="Fail the attempt when a loader worker delivers no batch for this long "
-        "(a hung decoder); rerunning resumes from the last checkpoint.",
-    )
 
 
 class PretrainLaunchConfig(LaunchConfig):

@@ -32,16 +32,18 @@ from fils_model.config import PretrainConfig
 from fils_model.distributed import DistEnv
 from pipeline.artifacts import UNIT_FILE
 from pipeline.child_process import ChildFailed, end_session_on_sigterm
+from pipeline.clips.batches import STREAM_SKIP_REASONS, ClipBatches, check_shard_count, read_counts
+from pipeline.clips.config import LoaderConfig
+from pipeline.clips.stream import Layout
 from pipeline.fingerprint import without_runtime_only
 from pipeline.launch import nproc_of, run_training
 from pipeline.runner import StageError
 from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from stages.config import FilsConfig
-from stages.pretrain.config import LoaderConfig, PretrainDataConfig, PretrainSection
-from stages.pretrain.loader import SKIP_REASONS, PretrainBatches, check_shard_count, read_counts
+from stages.pretrain.config import PretrainDataConfig, PretrainSection
+from stages.pretrain.samples import PretrainRecipe, pretrain_stream
 from stages.pretrain.side_tables import ClipTables, load_tables
-from stages.pretrain.stream import Layout, StreamSettings
 from stages.shard.tables import read_clips
 
 log = logging.getLogger("fils.pretrain")
@@ -53,6 +55,9 @@ ENTRY = "stages.pretrain.stage"  # the training process: ``main`` below
 ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
 METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
 RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch")
+
+
+SKIP_REASONS = STREAM_SKIP_REASONS + PretrainRecipe.skip_reasons  # what `skipped_samples` counts
 
 
 class PretrainJob(BaseModel):
@@ -124,7 +129,7 @@ def usable_clips(ctx: StageContext, tables: ClipTables, data: PretrainDataConfig
 
 
 def _check_streams(shards: list[Path], num_clips: int, world_size: int, workers: int, split: str) -> None:
-    check_shard_count(len(shards), world_size, workers, split)
+    check_shard_count(len(shards), world_size, workers, split, "pretrain")
     if not num_clips:
         raise StageError(f"pretrain: no clip of split {split!r} has a caption embedding (and action box, if "
                          "required); fix the captions stage or pretrain.data.split")
@@ -220,19 +225,18 @@ SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow"
 
 
 # -- the training process ------------------------------------------------------------------------------------
-def make_batches(job: PretrainJob, start: int, env: DistEnv) -> PretrainBatches:
+def make_batches(job: PretrainJob, start: int, env: DistEnv) -> ClipBatches:
     """This rank's batches from ``start`` to the end of training or of this attempt."""
-    check_shard_count(len(job.shards), env.world_size, job.loader.workers, job.data.split)
+    check_shard_count(len(job.shards), env.world_size, job.loader.workers, job.data.split, "pretrain")
     trainer = job.train.trainer
-    settings = StreamSettings(
-        shards=tuple(job.shards), data=job.data, model=job.train.model,
-        local_batch=trainer.global_batch_size // env.world_size, segment_steps=trainer.checkpoint_every,
-        decode_timeout_s=job.loader.decode_timeout_s, tables=load_tables(job.optical_flow_dir, job.captions_dir),
-    )
+    settings = pretrain_stream(tuple(job.shards), job.data, job.train.model,
+                               load_tables(job.optical_flow_dir, job.captions_dir),
+                               trainer.global_batch_size // env.world_size, trainer.checkpoint_every,
+                               job.loader.decode_timeout_s)
     end = trainer.total_steps if job.max_steps_per_attempt is None else min(trainer.total_steps,
                                                                            start + job.max_steps_per_attempt)
     layout = Layout(env.rank, env.world_size, max(1, job.loader.workers))
-    return PretrainBatches(settings, layout, start, end, job.loader, job.run_dir / "data", trainer.log_every)
+    return ClipBatches(settings, layout, start, end, job.loader, job.run_dir / "data", trainer.log_every)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,11 +2,13 @@
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,7 +26,10 @@ from flows.local_server import (
 )
 from pipeline.artifacts import ArtifactStore
 from stages import registry
+from tests.builders.browser import headless_chromium, images, page_text, require_chromium, wait_for
 from tests.helpers import marked_processes, wait_until_gone
+
+DATA_IMAGE = re.compile(r"!\[[^\]]*\]\(data:image/")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +96,56 @@ def test_full_pipeline_skip_and_forced_rerun(server, params):
     assert _output_ids(workdir) == ids
     for stage in stages[stages.index("captions") + 1:]:  # nothing downstream of captions was recomputed
         assert ArtifactStore(workdir).success(stage).created_at <= captions.created_at, stage
+
+
+def _api(server, path: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(f"{server.api_url}/{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_the_ui_shows_the_run_and_renders_every_artifact(server, params, tmp_path):
+    """Headless Chromium on the UI of a server on a non-default port, after the full pipeline: the run page shows
+    the run completed with its six stage subflows; every artifact page renders every image its markdown holds and
+    shows no error. Screenshots of every page are kept in the test's tmp_path."""
+    require_chromium()
+    ui = server.api_url.removesuffix("/api")
+    assert not ui.endswith(":4200")
+    with urllib.request.urlopen(f"{ui}/ui-settings", timeout=30) as response:
+        assert json.loads(response.read())["api_url"] == server.api_url  # the UI calls this server, not :4200
+    (run,) = _api(server, "flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"is_null_": True}},
+                                               "sort": "START_TIME_ASC", "limit": 1})  # the first full pipeline
+    children = _api(server, "flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
+    assert len(children) == len(registry())
+    shown = [f"stage-{stage.replace('_', '-')}" for stage in registry()] + [c["name"] for c in children]
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with headless_chromium() as driver:
+        driver.get(f"{ui}/runs/flow-run/{run['id']}")
+        wait_for(driver, lambda d: run["name"] in page_text(d) and "Completed" in page_text(d), what="the run")
+        driver.find_element("xpath", "//li[contains(@class, 'p-tab')][normalize-space()='Subflow Runs']").click()
+        wait_for(driver, lambda d: f"{len(children)} Flow runs" in page_text(d)
+                 and all(name in page_text(d) for name in shown), what="the six stage subflows")
+        driver.save_screenshot(str(shots / "flow-run.png"))
+        checked = 0
+        for artifact in _api(server, "artifacts/latest/filter", {"limit": 200}):  # the REST API: the CLI's
+            if not (artifact.get("key") or "").startswith("fils-"):                  # output drops [...] as markup
+                continue
+            expected = len(DATA_IMAGE.findall(artifact["data"])) if artifact["type"] == "markdown" else 0
+            driver.get(f"{ui}/artifacts/artifact/{artifact['latest_id']}")  # the filter lists collections
+            wait_for(driver, lambda d, a=artifact: a["key"] in page_text(d), what=artifact["key"])
+            if expected:
+                wait_for(driver, lambda d, n=expected: len([i for i in images(d) if i[0].startswith("data:image")
+                                                            and min(i[1:]) > 0]) >= n,
+                         what=f"the {expected} image(s) of {artifact['key']}")
+            text = page_text(driver)
+            assert "Oops" not in text and "Something went wrong" not in text, (artifact["key"], text[:500])
+            assert "No description" not in text, artifact["key"]
+            driver.save_screenshot(str(shots / f"{artifact['key']}.png"))
+            checked += 1
+    assert checked >= 2 * len(registry())  # a summary and a success record per stage, plus images and report
+    print(f"UI screenshots: {shots}")
 
 
 def test_nightly_eval_has_its_cron_schedule_on_the_server(server):

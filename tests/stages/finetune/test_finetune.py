@@ -1,6 +1,7 @@
 """Finetune stage on a tiny generated set: full fine-tuning learns, VideoMAE-layout init, linear probe, layer
 decay, resume, and errors that name the missing checkpoint."""
 import itertools
+import json
 import shutil
 
 import pyarrow.parquet as pq
@@ -14,9 +15,14 @@ from fils_model.encoder import VideoEncoder
 from fils_model.finetune_config import FinetuneRecipe, HeadConfig
 from fils_model.finetune_trainer import FinetuneTrainer
 from fils_model.seeding import seed_everything
+from pipeline.clips.batches import ClipBatches
+from pipeline.clips.config import LoaderConfig
+from pipeline.clips.stream import Layout, StreamSettings
 from pipeline.runner import StageError, run_pipeline
+from pipeline.shards import ShardSample, iter_shard, shard_paths
 from stages import registry
 from stages.config import FilsConfig
+from stages.finetune.data import LabelRecipe
 from tests.builders.finetune_set import (
     CLASSES,
     TINY,
@@ -25,6 +31,7 @@ from tests.builders.finetune_set import (
     finetune_section,
     with_sections,
 )
+from tests.builders.shards import write_tar
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +182,32 @@ def test_epic_heads_and_bad_config_messages():
         HeadConfig(task="epic_action", num_classes=3806)
     with pytest.raises(ValueError, match="label smoothing"):
         _recipe(head={"task": "multi_label", "num_classes": 157})
+
+
+def test_training_batches_skip_bad_and_unlabelled_clips_and_resume_exactly(tiny_set, tmp_path):
+    """The finetune stream is the shared training loader with the label recipe: a corrupt clip and an unlabelled
+    one are counted and skipped, every batch holds labelled clips only, and an attempt stopped inside a segment
+    resumes with the batches of an uninterrupted run."""
+    samples = [s for p in shard_paths(tiny_set.workdir / "shard", "train") for s in iter_shard(p)]
+    unlabelled = ShardSample("zz_unlabelled", samples[0].mp4, {**samples[0].meta, "label": None})
+    corrupt = ShardSample("zz_corrupt", b"not a video", dict(samples[1].meta))
+    write_tar(tmp_path / "train-000000.tar", [*samples[:6], unlabelled, corrupt])
+    write_tar(tmp_path / "train-000001.tar", samples[6:])
+    section = with_sections(tiny_set, tmp_path / "w", finetune=finetune_section()).finetune
+    settings = StreamSettings(shards=tuple(str(p) for p in sorted(tmp_path.glob("*.tar"))), data=section.data,
+                              seed=3, num_frames=TINY["num_frames"], img_size=TINY["img_size"], local_batch=4,
+                              segment_steps=3, decode_timeout_s=30, recipe=LabelRecipe(section.head))
+
+    def collect(spans, state, workers=2):
+        loader = LoaderConfig(workers=workers)
+        return [b for start, end in spans for b in ClipBatches(settings, Layout(0, 1, workers), start, end, loader,
+                                                               state)]
+
+    whole = collect([(0, 8)], tmp_path / "a")
+    pieces = collect([(0, 4), (4, 8)], tmp_path / "b")
+    assert len(whole) == len(pieces) == 8
+    for a, b in zip(whole, pieces):
+        assert a.keys() == {"video", "target_label"} and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(b["target_label"].min() >= 0 for b in whole)
+    counts = json.loads((tmp_path / "a" / "counts.rank0.json").read_text())
+    assert counts["corrupt"] >= 1 and counts["unlabelled"] >= 1

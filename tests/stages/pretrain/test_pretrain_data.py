@@ -3,6 +3,7 @@ check, and exact resumption of the batch stream."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from math import comb
 from pathlib import Path
 
@@ -13,15 +14,17 @@ import pytest
 import torch
 
 from fils_model.config import ModelConfig
+from pipeline.clips.batches import ClipBatches, ShardCountError, check_shard_count
+from pipeline.clips.config import LoaderConfig
+from pipeline.clips.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamSettings
 from pipeline.shards import ShardItem, ShardSample, iter_shard, plan_shards, shard_paths, shuffled, write_shard
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 from pipeline.video.transforms import apply_crop_flip, crop_box, frame_indices, random_crop_flip
 from stages.captions.tables import EMBEDDINGS_FILE
 from stages.optical_flow.tables import ACTION_AREAS_FILE
-from stages.pretrain.config import LoaderConfig, PretrainDataConfig
-from stages.pretrain.loader import PretrainBatches, ShardCountError, check_shard_count
+from stages.pretrain.config import PretrainDataConfig
+from stages.pretrain.samples import pretrain_stream
 from stages.pretrain.side_tables import load_tables
-from stages.pretrain.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamSettings
 from stages.pretrain.token_mask import token_mask
 from stages.shard.tables import read_clips
 from tests.builders.shards import write_tar
@@ -52,8 +55,9 @@ def clips(sharded) -> list[ShardSample]:
 
 def settings_for(tmp_path: Path, shards: list[Path], keys: list[str], **data) -> StreamSettings:
     write_side_tables(keys, tmp_path / "captions", tmp_path / "optical_flow")
-    return StreamSettings(tuple(map(str, shards)), PretrainDataConfig(**data), TINY, local_batch=4, segment_steps=3,
-                          decode_timeout_s=30, tables=load_tables(tmp_path / "optical_flow", tmp_path / "captions"))
+    return pretrain_stream(tuple(map(str, shards)), PretrainDataConfig(**data), TINY,
+                           load_tables(tmp_path / "optical_flow", tmp_path / "captions"), local_batch=4,
+                           segment_steps=3, decode_timeout_s=30)
 
 
 def test_frame_sampling_stride_and_segments():
@@ -92,9 +96,9 @@ def test_joint_crop_flip_keeps_the_box_on_its_pixels():
 
 
 def test_shard_count_check_names_the_fix():
-    check_shard_count(4, 2, 2, "train")
+    check_shard_count(4, 2, 2, "train", "pretrain")
     with pytest.raises(ShardCountError) as err:
-        check_shard_count(1, 2, 2, "train")
+        check_shard_count(1, 2, 2, "train", "pretrain")
     assert "1 shard(s)" in str(err.value) and "shard.min_shards: 4" in str(err.value)
     assert "pretrain.loader.workers" in str(err.value)
 
@@ -105,7 +109,7 @@ def test_corrupt_sample_is_counted_and_skipped(tmp_path, clips):
     write_tar(tmp_path / "train-000000.tar", [*good, bad])
     settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in [*good, bad]],
                             shuffle_buffer=1)
-    batches = PretrainBatches(settings, Layout(0, 1, 1), 0, 3, LoaderConfig(workers=1), tmp_path / "state")
+    batches = ClipBatches(settings, Layout(0, 1, 1), 0, 3, LoaderConfig(workers=1), tmp_path / "state")
     out = list(batches)
     assert len(out) == 3 and all(b["video"].shape == (4, 3, 4, 32, 32) for b in out)
     assert all(torch.isfinite(b["video"]).all() for b in out)
@@ -127,13 +131,12 @@ def test_failed_captions_are_skipped_and_failed_boxes_take_the_centre(tmp_path, 
                    boxes_path)
     tables = load_tables(tmp_path / "optical_flow", tmp_path / "captions")
     assert tables.embedding(clips[0].key) is None and tables.box(clips[1].key) is None
-    centre = StreamSettings(**{**settings.__dict__, "tables": tables})
-    batches = PretrainBatches(centre, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "a")
+    centre = replace(settings, recipe=replace(settings.recipe, tables=tables))
+    batches = ClipBatches(centre, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "a")
     assert len(list(batches)) == 1
     assert batches.counts["no_caption"] == 1 and batches.counts["centre_box"] == 1
-    skipping = StreamSettings(**{**centre.__dict__, "data": PretrainDataConfig(shuffle_buffer=1,
-                                                                              missing_action_area="skip")})
-    batches = PretrainBatches(skipping, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "b")
+    skipping = replace(centre, recipe=replace(centre.recipe, missing_action_area="skip"))
+    batches = ClipBatches(skipping, Layout(0, 1, 1), 0, 1, LoaderConfig(workers=0), tmp_path / "b")
     list(batches)
     assert batches.counts["no_caption"] == 1 and batches.counts["no_action_area"] == 1
 
@@ -141,7 +144,7 @@ def test_failed_captions_are_skipped_and_failed_boxes_take_the_centre(tmp_path, 
 def _collect(settings: StreamSettings, spans: list[tuple[int, int]], state: Path, workers: int) -> list[dict]:
     out = []
     for start, end in spans:
-        out += list(PretrainBatches(settings, Layout(0, 1, workers), start, end, LoaderConfig(workers=workers), state))
+        out += list(ClipBatches(settings, Layout(0, 1, workers), start, end, LoaderConfig(workers=workers), state))
     return out
 
 
@@ -177,8 +180,8 @@ def test_batches_mix_videos_like_random_sampling(tmp_path):
     for i, group in enumerate(plan_shards(shuffled(items, seed=0), 1e12, 1000, min_shards=16)):
         paths.append(tmp_path / f"train-{i:06d}.tar")
         write_shard(paths[-1], group)
-    settings = StreamSettings(tuple(map(str, paths)), PretrainDataConfig(), TINY, local_batch=batch,
-                              segment_steps=1000, decode_timeout_s=30, tables=None)
+    settings = pretrain_stream(tuple(map(str, paths)), PretrainDataConfig(), TINY, tables=None, local_batch=batch,
+                               segment_steps=1000, decode_timeout_s=30)
     raw = ClipBatchStream(settings, Layout(1, 2, 2), 0, 1).raw_samples(1, 0, SampleCounter())
     keys = [next(raw)["__key__"] for _ in range(batch * 32)]
     distinct = [len({k[:3] for k in keys[i : i + batch]}) for i in range(0, len(keys), batch)]

@@ -1,5 +1,5 @@
-"""The main-process side of the pre-training loader: one DataLoader per attempt over
-:class:`~stages.pretrain.stream.ClipBatchStream`, plus the small state that makes resuming exact.
+"""The main-process side of the training loader: one DataLoader per attempt over
+:class:`~pipeline.clips.stream.ClipBatchStream`, plus the small state that makes resuming exact.
 
 Per rank it keeps, in ``state_dir``: ``cursor.step<N>.rank<R>.json`` (how many raw samples each logical worker
 had used in the current segment when an attempt stopped between checkpoints-interval boundaries) and
@@ -19,31 +19,32 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.artifacts import atomic_write_json
+from pipeline.clips.config import LoaderConfig
+from pipeline.clips.stream import ClipBatchStream, Layout, StreamSettings
+from pipeline.errors import StageError
 from pipeline.parallel import loader_context
-from stages.pretrain.config import LoaderConfig
-from stages.pretrain.stream import ClipBatchStream, Layout, StreamSettings
 
-log = logging.getLogger("fils.pretrain.data")
+log = logging.getLogger("fils.data")
 
-SKIP_REASONS = ("corrupt", "unreadable", "no_caption", "no_action_area")
+STREAM_SKIP_REASONS = ("corrupt", "unreadable")  # besides the recipe's own
 
 
-class ShardCountError(ValueError):
-    """Fewer shards than loader streams (ranks x workers)."""
+class ShardCountError(StageError):
+    """Fewer shards than loader streams (ranks x workers): a setting to fix before training starts."""
 
 
 class LoaderStalled(RuntimeError):
     """A loader worker delivered no batch in time (most likely a decoder hung in native code)."""
 
 
-def check_shard_count(num_shards: int, world_size: int, workers: int, split: str) -> None:
+def check_shard_count(num_shards: int, world_size: int, workers: int, split: str, section: str) -> None:
     """Every (rank, loader worker) stream reads its own shards, so there must be at least one per stream."""
     streams = world_size * max(1, workers)
     if num_shards < streams:
         raise ShardCountError(
-            f"pretrain: split {split!r} has {num_shards} shard(s) but {world_size} rank(s) x {max(1, workers)} "
+            f"{section}: split {split!r} has {num_shards} shard(s) but {world_size} rank(s) x {max(1, workers)} "
             f"loader worker(s) = {streams} streams each need at least one. Re-shard with `shard.min_shards: "
-            f"{streams}` (or more), or lower `pretrain.loader.workers` / `pretrain.launch.nproc_per_node`."
+            f"{streams}` (or more), or lower `{section}.loader.workers` / `{section}.launch.nproc_per_node`."
         )
 
 
@@ -52,7 +53,7 @@ def _init_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
-class PretrainBatches:
+class ClipBatches:
     """Batches of this rank for steps ``[start, end)``, identical to those an uninterrupted run would see."""
 
     def __init__(self, settings: StreamSettings, layout: Layout, start: int, end: int, loader: LoaderConfig,
@@ -60,6 +61,7 @@ class PretrainBatches:
         self.settings, self.layout, self.start, self.end = settings, layout, start, end
         self.loader_cfg, self.state_dir, self.log_every = loader, Path(state_dir), log_every
         self.counts: Counter[str] = Counter()  # this attempt, summed over workers
+        self.skip_reasons = STREAM_SKIP_REASONS + settings.recipe.skip_reasons
 
     def _cursor_path(self, step: int) -> Path:
         return self.state_dir / f"cursor.step{step:08d}.rank{self.layout.rank}.json"
@@ -95,7 +97,7 @@ class PretrainBatches:
             multiprocessing_context=loader_context(workers),
             prefetch_factor=self.loader_cfg.prefetch_factor if workers else None,
             timeout=self.loader_cfg.stall_timeout_s if workers else 0, pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.settings.data.seed),  # keeps the global RNG untouched
+            generator=torch.Generator().manual_seed(self.settings.seed),  # keeps the global RNG untouched
         )
         batches = iter(loader)
         started = time.monotonic()
@@ -122,7 +124,7 @@ class PretrainBatches:
         if not self.log_every or self.layout.rank or done % self.log_every:
             return
         rate = (done - self.start) / max(time.monotonic() - started, 1e-9)
-        skipped = {k: sum(c.get(k, 0) for c in worker_counts.values()) for k in SKIP_REASONS}
+        skipped = {k: sum(c.get(k, 0) for c in worker_counts.values()) for k in self.skip_reasons}
         log.info("step %d/%d of this attempt, %.2f steps/s, ETA %.0f s, skipped %s", done, self.end, rate,
                  (self.end - done) / max(rate, 1e-9), {k: v for k, v in skipped.items() if v} or "none")
 
@@ -134,9 +136,9 @@ class PretrainBatches:
         atomic_write_json(self._cursor_path(self.end), {"layout": self._layout_key(), "cursors": cursors})
         total_path = self.state_dir / f"counts.rank{self.layout.rank}.json"
         total = Counter(json.loads(total_path.read_text())) if total_path.is_file() else Counter()
-        total.update({k: v for k, v in self.counts.items() if k in SKIP_REASONS or k == "centre_box"})
+        total.update({k: v for k, v in self.counts.items() if k not in ("good", "raw")})
         atomic_write_json(total_path, dict(total))
-        skipped = {k: self.counts[k] for k in SKIP_REASONS if self.counts[k]}
+        skipped = {k: self.counts[k] for k in self.skip_reasons if self.counts[k]}
         if skipped:
             log.warning("rank %d skipped samples in steps %d-%d: %s", self.layout.rank, self.start, self.end, skipped)
 

@@ -5,12 +5,10 @@ version can check is that the experiment is sound: the noisy captions carry the 
 is far above chance), ActCLIP leaves its trivial floor on estimated action areas, and it aligns clips with their
 own captions better than the control that should fail (captions shuffled across clips) does. The claim about
 frozen features is the benchmark's (README, learning-check section)."""
-import importlib
 import math
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from tests.helpers import benchmark_module
+
 SHORT = dict(train_per_class=40, tune_per_class=4, validation_per_class=20, steps=600, probe_steps=100)
 # Measured with these settings (seeds 0 and 1): final ActCLIP loss FILS 1.68 / 1.56, control 1.93 / 1.85, a gap
 # of 0.24 / 0.29 (mean 0.27, SD 0.03); the margin is the mean less 4 SD. Text-only motion reference: 0.43 (chance
@@ -19,9 +17,7 @@ ACTCLIP_GAP = 0.15
 
 
 def _bench():
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))  # spawned worker processes inherit sys.path and import it by name
-    return importlib.import_module("bench_learning_check")
+    return benchmark_module("bench_learning_check")
 
 
 def test_captions_inform_actclip_and_the_shuffled_control_fails(tmp_path):

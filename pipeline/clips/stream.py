@@ -1,4 +1,5 @@
-"""The worker side of the pre-training loader: shards -> samples -> decoded, augmented clips -> batches.
+"""The worker side of the training loader: shards -> samples -> decoded, augmented clips -> batches. What a stage
+makes of a clip beyond frames (captions, action tokens, labels, masks) is its :class:`SampleRecipe`.
 
 Determinism, so that a resumed run sees exactly the batches of an uninterrupted one:
 
@@ -28,29 +29,18 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from fils_model.config import ModelConfig
-from fils_model.masking import tube_mask
+from pipeline.clips.config import ClipStreamConfig
 from pipeline.video.decode import decode_frames
-from pipeline.video.transforms import (
-    CENTRE_BOX,
-    apply_crop_flip,
-    crop_box,
-    frame_indices,
-    normalise,
-    random_crop_flip,
-)
-from stages.pretrain.config import PretrainDataConfig
-from stages.pretrain.side_tables import ClipTables
-from stages.pretrain.token_mask import token_mask
+from pipeline.video.transforms import CropFlip, apply_crop_flip, frame_indices, normalise, random_crop_flip
 
-log = logging.getLogger("fils.pretrain.data")
+log = logging.getLogger("fils.data")
 
 
 class StreamError(RuntimeError):
@@ -100,27 +90,14 @@ class Layout:
         return worker * self.world_size + self.rank
 
 
-@dataclass(frozen=True)
-class StreamSettings:
-    """What every loader worker needs (pickled into the workers once)."""
-
-    shards: tuple[str, ...]
-    data: PretrainDataConfig
-    model: ModelConfig
-    local_batch: int
-    segment_steps: int
-    decode_timeout_s: float
-    tables: ClipTables
-
-
 class SampleCounter(Counter):
-    """What one worker did with its raw samples: ``good``, ``raw``, dropped (``corrupt``, ``unreadable``,
-    ``no_caption``, ``no_action_area``) or patched (``centre_box``); sent with every batch to the main process."""
+    """What one worker did with its raw samples: ``good``, ``raw``, dropped (``corrupt``, ``unreadable``, or a
+    recipe's reasons) or patched (a recipe's, e.g. ``centre_box``); sent with every batch to the main process."""
 
-    def skip(self, reason: str, key: str, detail: object = "") -> None:
+    def skip(self, reason: str, key: str, detail: object = "", expected: bool = False) -> None:
+        """Count a dropped clip; ``expected`` drops (a clip the recipe has no use for) are logged at debug level."""
         self[reason] += 1
-        level = logging.DEBUG if reason == "no_caption" else logging.WARNING
-        log.log(level, "skipped clip %s (%s) %s", key, reason, detail)
+        log.log(logging.DEBUG if expected else logging.WARNING, "skipped clip %s (%s) %s", key, reason, detail)
 
     def tar_error(self, exc: Exception) -> bool:
         """``handler`` of ``wds.tarfile_to_samples``: count, log, continue."""
@@ -132,6 +109,36 @@ class SampleCounter(Counter):
         for sample in samples:
             self["raw"] += 1
             yield sample
+
+
+class SampleRecipe(Protocol):
+    """What a stage makes of one clip beyond its frames; pickled into every loader worker."""
+
+    skip_reasons: tuple[str, ...]  # the reasons it drops clips for, besides corrupt and unreadable
+
+    def before_decode(self, key: str, meta: dict[str, Any], counter: SampleCounter) -> dict[str, Any] | None:
+        """The clip's own fields (looked up before paying for decoding), or None, counted, to drop it."""
+
+    def after_crop(self, fields: dict[str, Any], crop: CropFlip, width: int, height: int) -> dict[str, torch.Tensor]:
+        """The clip's tensors besides ``video``, once its crop (of a ``width`` x ``height`` clip) is drawn."""
+
+    def finish_batch(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
+        """Batch-level fields (masks), drawn from (step, rank) alone."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What every loader worker needs (pickled into the workers once)."""
+
+    shards: tuple[str, ...]
+    data: ClipStreamConfig
+    seed: int
+    num_frames: int
+    img_size: int
+    local_batch: int
+    segment_steps: int
+    decode_timeout_s: float
+    recipe: SampleRecipe
 
 
 class ShardCycle:
@@ -196,10 +203,10 @@ class ClipBatchStream(IterableDataset):
 
     def _segment(self, worker: int, segment: int, steps: list[int], skip: int,
                  counter: SampleCounter) -> Iterator[dict[str, Any]]:
-        cfg = self.settings.data
+        seed = self.settings.seed
         indexed = enumerate(itertools.islice(self.raw_samples(worker, segment, counter), skip, None), start=skip)
         stream = self.layout.stream_index(worker)
-        prepared = ((i, self._prepare(sample, (cfg.seed, stream, segment, i), counter)) for i, sample in indexed)
+        prepared = ((i, self._prepare(sample, (seed, stream, segment, i), counter)) for i, sample in indexed)
         good = ((i, s) for i, s in prepared if s is not None)
         for step in steps:
             items = list(itertools.islice(good, self.settings.local_batch))
@@ -208,52 +215,44 @@ class ClipBatchStream(IterableDataset):
 
     def raw_samples(self, worker: int, segment: int, counter: SampleCounter) -> Iterator[dict[str, Any]]:
         """The encoded samples (``__key__``, ``mp4``, ``json``) of one logical worker's stream in one segment."""
-        cfg, layout, shards = self.settings.data, self.layout, self.settings.shards
+        cfg, seed, layout, shards = self.settings.data, self.settings.seed, self.layout, self.settings.shards
         stream = layout.stream_index(worker)
-        urls = iter(ShardCycle(shards, stream, layout.streams, (cfg.seed, segment, 2), counter))
+        urls = iter(ShardCycle(shards, stream, layout.streams, (seed, segment, 2), counter))
         ways = max(1, min(cfg.interleave_shards, len(shards) // layout.streams))
         return iter(wds.DataPipeline(
-            partial(interleave_shards, urls, ways, random.Random(seed_of(cfg.seed, stream, segment, 0)), counter),
+            partial(interleave_shards, urls, ways, random.Random(seed_of(seed, stream, segment, 0)), counter),
             counter.count_raw,
             wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
-                        rng=random.Random(seed_of(cfg.seed, stream, segment, 1))),
+                        rng=random.Random(seed_of(seed, stream, segment, 1))),
         ))
 
     def _prepare(self, raw: dict[str, Any], seed: tuple[int, ...], counter: SampleCounter) -> dict[str, Any] | None:
-        """Decode, sample, crop/flip and mask one clip; None (counted) when it cannot be used."""
-        cfg, model, tables = self.settings.data, self.settings.model, self.settings.tables
+        """Decode, sample and crop/flip one clip, plus the recipe's fields; None (counted) when it cannot be used."""
+        s = self.settings
         key = str(raw.get("__key__"))
-        embedding = tables.embedding(key)
-        if embedding is None:
-            return counter.skip("no_caption", key)
-        box = tables.box(key)
-        if box is None:
-            if cfg.missing_action_area == "skip":
-                return counter.skip("no_action_area", key)
-            counter["centre_box"] += 1
-            box = CENTRE_BOX
+        try:
+            meta = json.loads(raw["json"])
+        except (KeyError, ValueError) as exc:
+            return counter.skip("corrupt", key, f"metadata: {type(exc).__name__}: {exc}")
+        fields = s.recipe.before_decode(key, meta, counter)
+        if fields is None:
+            return None
         rng = np.random.default_rng(seed)
         try:
-            with time_limit(self.settings.decode_timeout_s):
-                meta = json.loads(raw["json"])
-                indices = frame_indices(int(meta["num_frames"]), model.num_frames, cfg.sampling, rng)
+            with time_limit(s.decode_timeout_s):
+                indices = frame_indices(int(meta["num_frames"]), s.num_frames, s.data.sampling, rng)
                 offset = int(meta.get("frame_offset") or 0)
-                frames = decode_frames(raw["mp4"], [i + offset for i in indices], cfg.decode_backend)
+                frames = decode_frames(raw["mp4"], [i + offset for i in indices], s.data.decode_backend)
         except Exception as exc:  # noqa: BLE001 - a bad clip never stops training
             return counter.skip("corrupt", key, f"{type(exc).__name__}: {exc}")
         height, width = frames.shape[1:3]
-        crop = random_crop_flip(width, height, cfg.augment, rng)
-        action = token_mask(crop_box(box, crop, width, height), model.img_size, model.patch_size,
-                            model.num_frames, model.tubelet_size, rule=cfg.box_rule)
+        crop = random_crop_flip(width, height, s.data.augment, rng)
         counter["good"] += 1
-        return {"video": normalise(apply_crop_flip(frames, crop, model.img_size)),
-                "action_tokens": torch.from_numpy(action),
-                "text_embedding": torch.from_numpy(embedding.copy())}
+        return {"video": normalise(apply_crop_flip(frames, crop, s.img_size)),
+                **s.recipe.after_crop(fields, crop, width, height)}
 
     def _collate(self, samples: list[dict[str, torch.Tensor]], step: int) -> dict[str, Any]:
-        model = self.settings.model
         batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
-        rng = np.random.default_rng([self.settings.data.seed, step, self.layout.rank])
-        batch["mask"] = tube_mask(len(samples), model.grid, model.mask_ratio, rng)
+        batch = self.settings.recipe.finish_batch(batch, step, self.layout.rank)
         batch["step"] = step
         return batch
