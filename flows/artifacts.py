@@ -58,16 +58,32 @@ def _preview(path: Path) -> tuple[str, bytes]:
 
 
 def inline_image(path: Path) -> str:
-    """Markdown showing ``path`` (or its preview) inside the artifact."""
-    mime, data = _preview(path)
+    """Markdown showing ``path`` (or its preview) inside the artifact; its path alone when it cannot be read."""
+    try:
+        mime, data = _preview(path)
+    except Exception as exc:  # one unreadable image must not hide the stage's other images and artifacts
+        return f"`{path}` (not shown: {type(exc).__name__}: {exc})"
     note = "" if mime == "image/png" else " (preview)"
     return f"![{path.name}{note}](data:{mime};base64,{base64.b64encode(data).decode()})"
 
 
-def _inline_linked(match: re.Match, base: Path) -> str:
-    """A report's relative PNG link, inlined so the UI shows the picture."""
-    path = base / match.group(1)
-    return inline_image(path) if path.is_file() else match.group(0)
+def inline_report_images(markdown: str, base: Path) -> str:
+    """A report's relative PNG links inlined, while the artifact stays within ``MAX_ARTIFACT_BYTES``; images past
+    the budget stay links with their paths."""
+    budget = MAX_ARTIFACT_BYTES - len(markdown)
+
+    def inline(match: re.Match) -> str:
+        nonlocal budget
+        path = base / match.group(1)
+        if not path.is_file():
+            return match.group(0)
+        shown = inline_image(path)
+        if len(shown) > budget:
+            return f"`{path}` (not inlined: the artifact would pass {MAX_ARTIFACT_BYTES // 2**10} KB)"
+        budget -= len(shown)
+        return shown
+
+    return _IMAGE_LINK.sub(inline, markdown)
 
 
 def image_pages(images: list[Path]) -> list[str]:
@@ -91,12 +107,9 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
     images = [stage_dir / p for p in record.extra.get("images", []) if (stage_dir / p).is_file()]
     report = stage_dir / record.extra["report"] if record.extra.get("report") else None
     report = report if report is not None and report.is_file() else None
-    pages = image_pages(images)
-    image_keys = [_key(stage, "images") + (f"-{i + 1}" if i else "") for i in range(len(pages))]
-
-    links = [artifact_link(_key(stage, "success"), "committed output record")]
-    links += [artifact_link(key, f"images, part {i + 1} of {len(pages)}" if len(pages) > 1 else "images")
-              for i, key in enumerate(image_keys)]
+    links = [artifact_link(_key(stage, "success"), "committed output record")]  # published before any image is read
+    if images:
+        links.append(artifact_link(_key(stage, "images"), "images"))
     if report is not None:
         links.append(artifact_link(_key(stage, "report"), "report"))
     row = {"stage": stage, "action": outcome.action, "output_id": record.output_id,
@@ -109,14 +122,15 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
                          link_text=f"{stage}/_SUCCESS.json",
                          description=f"The record of {stage}'s committed output: fingerprint, settings, and every "
                                      "file with its size and sha256 (`fils status --verify` checks them).")
-    for i, (key, markdown) in enumerate(zip(image_keys, pages)):
-        part = f", part {i + 1} of {len(pages)}" if len(pages) > 1 else ""
-        create_markdown_artifact(key=key, markdown=markdown,
+    markdown_pages = image_pages(images)
+    for i, markdown in enumerate(markdown_pages):
+        part = f", part {i + 1} of {len(markdown_pages)}" if len(markdown_pages) > 1 else ""
+        create_markdown_artifact(key=_key(stage, "images") + (f"-{i + 1}" if i else ""), markdown=markdown,
                                  description=f"{stage}: {len(images)} image(s){part} (previews of large ones; "
                                              "the full-resolution files are listed by path)")
     if report is not None:
-        markdown = _IMAGE_LINK.sub(lambda m: _inline_linked(m, report.parent), report.read_text())
-        create_markdown_artifact(key=_key(stage, "report"), markdown=markdown,
+        create_markdown_artifact(key=_key(stage, "report"), markdown=inline_report_images(report.read_text(),
+                                                                                          report.parent),
                                  description=f"{stage} report (`{report}`)")
 
 

@@ -71,7 +71,7 @@ def start_server(home: Path, port: int | None = None, startup_timeout: float = 1
     env = local.env
     env.pop("PREFECT_API_URL")  # the server itself does not need a client URL ...
     # ... but its UI does: unset, the UI calls the API at the default port 4200, whatever --port says.
-    env["PREFECT_SERVER_UI_API_URL"] = local.api_url
+    env.setdefault("PREFECT_SERVER_UI_API_URL", local.api_url)  # one the user set (a proxy, a remote UI) wins
     log = open(home / "server.log", "ab")
     local.server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -8,10 +8,13 @@ repository. The config setting takes its choices from the registry (``choices()`
 """
 from __future__ import annotations
 
-from functools import cached_property
+import logging
+from functools import cached_property, reduce
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Literal, Mapping
+
+log = logging.getLogger("fils.plugins")
 
 
 class Registry:
@@ -24,13 +27,18 @@ class Registry:
 
     @cached_property
     def _entries(self) -> dict[str, str]:
-        installed = {ep.name: ep.value for ep in entry_points(group=self.group)}
-        _check_targets(f"{self.setting} (entry points {self.group})", installed)
-        clash = sorted(set(installed) & set(self._builtin))
-        if clash:
-            raise ValueError(f"{self.setting}: installed entry points of {self.group} reuse built-in names {clash}; "
-                             "rename them in the package that declares them")
-        return self._builtin | installed
+        """Built-in entries plus the installed ones; an installed entry that is malformed or reuses a built-in
+        name is left out with a warning (one broken package must not break every command)."""
+        entries = dict(self._builtin)
+        for ep in entry_points(group=self.group):
+            source = f"entry point {ep.name!r} = {ep.value!r} of {self.group}"
+            if ep.name in entries:
+                log.warning("%s: %s is ignored, the name is taken; rename it in its package", self.setting, source)
+            elif not ep.attr:
+                log.warning("%s: %s is ignored, it must name module:attribute", self.setting, source)
+            else:
+                entries[ep.name] = f"{ep.module}:{ep.attr}"
+        return entries
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
@@ -44,7 +52,7 @@ class Registry:
         if name not in self._entries:
             raise ValueError(f"{self.setting}={name!r} is unknown; choose from {', '.join(self._entries)}")
         module, attribute = self._entries[name].split(":")
-        return getattr(import_module(module), attribute)
+        return reduce(getattr, attribute.split("."), import_module(module))
 
 
 def _check_targets(setting: str, entries: Mapping[str, str]) -> None:

@@ -43,8 +43,9 @@ def check_shard_count(num_shards: int, world_size: int, workers: int, split: str
     if num_shards < streams:
         raise ShardCountError(
             f"{section}: split {split!r} has {num_shards} shard(s) but {world_size} rank(s) x {max(1, workers)} "
-            f"loader worker(s) = {streams} streams each need at least one. Re-shard with `shard.min_shards: "
-            f"{streams}` (or more), or lower `{section}.loader.workers` / `{section}.launch.nproc_per_node`."
+            f"loader worker(s) = {streams} streams each need at least one. Lower `{section}.loader.workers` (to "
+            f"{max(1, num_shards // world_size)} or fewer) or `{section}.launch.nproc_per_node` (only this stage "
+            f"reruns), or re-shard with `shard.min_shards: {streams}` or more (every stage reruns)."
         )
 
 
@@ -136,7 +137,7 @@ class ClipBatches:
         atomic_write_json(self._cursor_path(self.end), {"layout": self._layout_key(), "cursors": cursors})
         total_path = self.state_dir / f"counts.rank{self.layout.rank}.json"
         total = Counter(json.loads(total_path.read_text())) if total_path.is_file() else Counter()
-        total.update({k: v for k, v in self.counts.items() if k not in ("good", "raw")})
+        total.update({k: v for k, v in self.counts.items() if k not in ("good", "raw", "prepared")})
         atomic_write_json(total_path, dict(total))
         skipped = {k: self.counts[k] for k in self.skip_reasons if self.counts[k]}
         if skipped:

@@ -13,8 +13,8 @@ Determinism, so that a resumed run sees exactly the batches of an uninterrupted 
   then a random sample of the dataset, not neighbouring clips of a few videos (false ActCLIP negatives).
 * The stream restarts, freshly seeded, every ``segment_steps`` steps (the checkpoint interval), so a run resumed
   from a regular checkpoint needs no fast-forwarding; inside a segment it skips the raw samples already used.
-* Every random draw comes from a generator seeded by (seed, stream, segment, raw sample index), masks by
-  (seed, step, rank).
+* Every random draw of a clip comes from a generator seeded by (seed, stream, segment, raw sample index); a
+  recipe's batch-level draws (pre-training's masks) from (seed, step, rank).
 """
 from __future__ import annotations
 
@@ -90,6 +90,9 @@ class Layout:
         return worker * self.world_size + self.rank
 
 
+NOT_DROPPED = ("raw", "prepared", "good", "centre_box")  # counts that are not a clip dropped
+
+
 class SampleCounter(Counter):
     """What one worker did with its raw samples: ``good``, ``raw``, dropped (``corrupt``, ``unreadable``, or a
     recipe's reasons) or patched (a recipe's, e.g. ``centre_box``); sent with every batch to the main process."""
@@ -151,12 +154,19 @@ class ShardCycle:
         self.shards, self.stream, self.streams, self.seed, self.counter = shards, stream, streams, seed, counter
 
     def __iter__(self) -> Iterator[str]:
+        counter = self.counter
         marks = [-1, -1]  # raw count at the start of the last two passes (readers hold samples back)
+        tried: list[tuple[int, int]] = []  # (prepared, good) at the start of the last three passes
         for pass_index in itertools.count():
-            if self.counter["raw"] <= marks[0]:
-                raise StreamError(f"shards {list(self.shards)} hold no readable sample "
-                                  f"({self.counter['unreadable']} errors)")
-            marks = [marks[1], self.counter["raw"]]
+            if counter["raw"] <= marks[0]:
+                raise StreamError(f"shards {list(self.shards)} hold no readable sample ({counter['unreadable']} errors)")
+            if len(tried) == 3 and counter["prepared"] > tried[0][0] and counter["good"] == tried[0][1]:
+                dropped = {k: v for k, v in counter.items() if k not in NOT_DROPPED}
+                raise StreamError(f"shards {list(self.shards)}: {counter['prepared'] - tried[0][0]} clips tried over "
+                                  f"three passes and none usable (so far: {dropped}); check the clips' labels, "
+                                  "captions and decodability")
+            marks = [marks[1], counter["raw"]]
+            tried = [*tried[-2:], (counter["prepared"], counter["good"])]
             order = random.Random(seed_of(*self.seed, pass_index)).sample(self.shards, len(self.shards))
             yield from order[self.stream :: self.streams]
 
@@ -230,6 +240,7 @@ class ClipBatchStream(IterableDataset):
         """Decode, sample and crop/flip one clip, plus the recipe's fields; None (counted) when it cannot be used."""
         s = self.settings
         key = str(raw.get("__key__"))
+        counter["prepared"] += 1
         try:
             meta = json.loads(raw["json"])
         except (KeyError, ValueError) as exc:

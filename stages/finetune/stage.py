@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from fils_model.classifier import VideoClassifier, save_classifier
 from fils_model.distributed import cleanup, init_distributed
@@ -50,6 +51,16 @@ JOB_FILE = "job.json"
 ENTRY = "stages.finetune.stage"  # the training process: ``main`` below
 # Loader and launch settings, and the batch of the probe's feature pass, do not change the classifier.
 RUNTIME_ONLY = ("finetune.loader", "finetune.launch", "finetune.data.feature_batch_size")
+
+
+class FinetuneJob(BaseModel):
+    """Everything one training process needs, written as JSON by the stage for ``--job``."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: FilsConfig
+    recipe: FinetuneRecipe  # the section resolved for the training split (epochs -> steps)
+    run_dir: Path
+    out_dir: Path
 
 
 def section_of(cfg: FilsConfig) -> FinetuneSection:
@@ -162,8 +173,7 @@ def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir
     section = section_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = run_dir / JOB_FILE
-    job.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
-                               "run_dir": str(run_dir), "out_dir": str(out_dir)}))
+    job.write_text(FinetuneJob(config=cfg, recipe=recipe, run_dir=run_dir, out_dir=out_dir).model_dump_json())
     try:
         run_training(ENTRY, job, run_dir / LOG_FILE, section.launch)
     except ChildFailed as exc:
@@ -228,10 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry of the training process(es): ``-m stages.finetune.stage --job <run_dir>/job.json``."""
     parser = argparse.ArgumentParser(description="one rank of a fine-tuning run (started by the finetune stage)")
     parser.add_argument("--job", type=Path, required=True)
-    job = json.loads(parser.parse_args(argv).job.read_text())
+    job = FinetuneJob.model_validate_json(parser.parse_args(argv).job.read_text())
     end_session_on_sigterm()
-    train_full(FilsConfig.model_validate(job["config"]), FinetuneRecipe.model_validate(job["recipe"]),
-               Path(job["run_dir"]), Path(job["out_dir"]))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_full(job.config, job.recipe, job.run_dir, job.out_dir)
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
                        extra={"sample_counts": counts})
 
 
-SPEC = StageSpec(name="pretrain", version="2", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
+SPEC = StageSpec(name="pretrain", version="3", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
                  plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit,
                  log_files=(METRICS_CSV, LOG_FILE, "tensorboard/*"),  # wall-clock throughput and times
                  sections=("pretrain",), runtime_only=RUNTIME_ONLY)

@@ -97,12 +97,14 @@ def install_plugin(site: Path) -> None:
     info = site / "fils_demo_flow-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fils-demo-flow\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fils.flow_backends]\ndemo = fils_demo_flow:make\n")
+    (info / "entry_points.txt").write_text("[fils.flow_backends]\ndemo = fils_demo_flow:make\n"
+                                           "dis = fils_demo_flow:make\nbroken = fils_demo_flow\n")  # both ignored
 
 
 def test_an_installed_package_adds_a_flow_backend_that_the_stage_runs(tmp_path, few_samples):
     """A backend from outside the repository: one module plus its entry point. The config offers it, the contract
-    test passes on it, and the optical_flow stage computes its action areas with it in the unit workers."""
+    test passes on it, and the optical_flow stage computes its action areas with it in the unit workers. Entries
+    that reuse a built-in name or name no attribute are left out with a warning, not fatal."""
     site, log = tmp_path / "site", tmp_path / "flow-calls.log"
     install_plugin(site)
     env = os.environ | {"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "DEMO_FLOW_LOG": str(log)}
@@ -113,6 +115,7 @@ def test_an_installed_package_adds_a_flow_backend_that_the_stage_runs(tmp_path, 
         "from tests.pipeline.test_plugins import test_every_flow_backend_finds_a_square_moving_right as check\n"
         "check('demo')\n")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert contract.returncode == 0, contract.stderr
+    assert "'dis' = 'fils_demo_flow:make'" in contract.stderr and "'broken' = 'fils_demo_flow'" in contract.stderr
     log.unlink()
 
     config = tmp_path / "c.yaml"

@@ -16,7 +16,7 @@ import torch
 from fils_model.config import ModelConfig
 from pipeline.clips.batches import ClipBatches, ShardCountError, check_shard_count
 from pipeline.clips.config import LoaderConfig
-from pipeline.clips.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamSettings
+from pipeline.clips.stream import ClipBatchStream, Layout, SampleCounter, ShardCycle, StreamError, StreamSettings
 from pipeline.shards import ShardItem, ShardSample, iter_shard, plan_shards, shard_paths, shuffled, write_shard
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 from pipeline.video.transforms import apply_crop_flip, crop_box, frame_indices, random_crop_flip
@@ -198,3 +198,13 @@ def test_batches_mix_videos_like_random_sampling(tmp_path):
     later = iter(ShardCycle(settings.shards, 0, 4, (0, 0, 2), SampleCounter()))
     first, second = [next(later) for _ in range(4)], [next(later) for _ in range(4)]
     assert set(first) != set(second)
+
+
+def test_a_stream_whose_every_clip_is_unusable_fails_instead_of_spinning(tmp_path, clips):
+    """Readable shards whose clips all fail to decode: after three passes with no usable clip the stream stops
+    with an error naming what was dropped (before, it read the shards forever)."""
+    bad = [ShardSample(f"bad_{i}", b"not a video", dict(clips[0].meta)) for i in range(3)]
+    write_tar(tmp_path / "train-000000.tar", bad)
+    settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in bad], shuffle_buffer=1)
+    with pytest.raises(StreamError, match=r"none usable .*'corrupt'"):
+        list(ClipBatches(settings, Layout(0, 1, 1), 0, 2, LoaderConfig(workers=0), tmp_path / "state"))
