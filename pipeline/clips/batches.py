@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.clips.config import LoaderConfig
-from pipeline.clips.stream import ClipBatchStream, Layout, StreamSettings
+from pipeline.clips.stream import PROGRESS_COUNTS, ClipBatchStream, Layout, StreamSettings
 from pipeline.errors import StageError
 from pipeline.parallel import loader_context
 
@@ -137,7 +137,7 @@ class ClipBatches:
         atomic_write_json(self._cursor_path(self.end), {"layout": self._layout_key(), "cursors": cursors})
         total_path = self.state_dir / f"counts.rank{self.layout.rank}.json"
         total = Counter(json.loads(total_path.read_text())) if total_path.is_file() else Counter()
-        total.update({k: v for k, v in self.counts.items() if k not in ("good", "raw", "prepared")})
+        total.update({k: v for k, v in self.counts.items() if k not in PROGRESS_COUNTS})
         atomic_write_json(total_path, dict(total))
         skipped = {k: self.counts[k] for k in self.skip_reasons if self.counts[k]}
         if skipped:

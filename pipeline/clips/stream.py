@@ -90,7 +90,8 @@ class Layout:
         return worker * self.world_size + self.rank
 
 
-NOT_DROPPED = ("raw", "prepared", "good", "centre_box")  # counts that are not a clip dropped
+PROGRESS_COUNTS = ("raw", "prepared", "good")  # how far a worker got, not what happened to its clips
+NOT_DROPPED = (*PROGRESS_COUNTS, "centre_box")  # counts that are not a clip dropped
 
 
 class SampleCounter(Counter):
