@@ -41,12 +41,19 @@ def _parser() -> argparse.ArgumentParser:
 
     samples = sub.add_parser("samples", help="write the demo dataset (generated clips with ground truth + real clips)")
     samples.add_argument("out", type=Path)
-    samples.add_argument("--clips-per-class", type=int, default=4)
-    samples.add_argument("--frames", type=int, default=32)
-    samples.add_argument("--size", default="160x120", help="WIDTHxHEIGHT of generated clips")
-    samples.add_argument("--pan", type=float, default=0.0, help="camera pan in pixels per frame")
+    # Defaults (None) are the demo dataset's, pipeline.samples.DEMO_SAMPLES (imported only by this command).
+    samples.add_argument("--clips-per-class", type=int)
+    samples.add_argument("--frames", type=int)
+    samples.add_argument("--size", help="WIDTHxHEIGHT of generated clips")
+    samples.add_argument("--pan", type=float, dest="pan_px_per_frame", help="camera pan in pixels per frame")
+    samples.add_argument("--validation-every", type=int,
+                         help="every n-th clip of a class goes to the validation split (0: none)")
+    samples.add_argument("--caption-accuracy", type=float,
+                         help="how often a caption names the true motion (captions are paraphrased and noisy)")
+    samples.add_argument("--background-contrast", type=float,
+                         help="1: full-contrast textured backgrounds; lower fades them towards grey")
     samples.add_argument("--no-real", action="store_true", help="leave out the real footage")
-    samples.add_argument("--seed", type=int, default=0)
+    samples.add_argument("--seed", type=int)
     return parser
 
 
@@ -120,15 +127,22 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_samples(args: argparse.Namespace) -> int:
-    from pipeline.samples import SampleSettings, write_samples
+    from dataclasses import replace
 
+    from pipeline.samples import DEMO_SAMPLES, write_samples
+
+    given = {name: getattr(args, name) for name in ("clips_per_class", "frames", "pan_px_per_frame",
+                                                     "validation_every", "caption_accuracy", "background_contrast",
+                                                     "seed") if getattr(args, name) is not None}
+    if args.size is not None:
+        try:
+            given["width"], given["height"] = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, for example 96x72") from None
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, for example 160x120") from None
-    csv_path = write_samples(args.out, SampleSettings(clips_per_class=args.clips_per_class, width=width,
-                                                      height=height, frames=args.frames, pan_px_per_frame=args.pan,
-                                                      real=not args.no_real, seed=args.seed))
+        csv_path = write_samples(args.out, replace(DEMO_SAMPLES, real=not args.no_real, **given))
+    except ValueError as exc:
+        raise ConfigError(f"fils samples: {exc}") from None
     print(f"wrote {csv_path}")
     return 0
 

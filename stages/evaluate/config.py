@@ -23,6 +23,15 @@ class SweepConfig(Section):
     probe_lr: float | None = Field(default=None, gt=0, description="Probe base lr (per 256); default finetune's.")
 
 
+class IntervalConfig(Section):
+    """Percentile-bootstrap intervals over the evaluated clips (``stages.evaluate.bootstrap``)."""
+
+    resamples: int = Field(default=1000, ge=0, description="Resampled clip sets (0: no intervals). Each scores "
+                           "every metric once per set of weights: lower it for very large splits.")
+    level: float = Field(default=0.95, gt=0, lt=1, description="Coverage of each interval.")
+    seed: int = Field(default=0, description="Seed of the resampling (shared by every set of weights: paired).")
+
+
 class EvaluateSection(Section):
     split: str = Field(default="validation", description="Shard split to evaluate on.")
     views: ViewsConfig = ViewsConfig()
@@ -38,6 +47,7 @@ class EvaluateSection(Section):
         "workdir); outside the stage folder, which is replaced on every commit.",
     )
     plot_classes: int = Field(default=40, ge=2, description="Most frequent classes shown in per-class plots.")
+    intervals: IntervalConfig = IntervalConfig()
     sweep: SweepConfig = SweepConfig()
 
 

@@ -58,23 +58,42 @@ def confusion(matrix: np.ndarray, names: list[str], title: str, path: Path, limi
     return _save(fig, path)
 
 
-def loss_curves(metrics_csv: Path, path: Path) -> Path | None:
-    """Every ``loss*`` series of a long-format ``step,name,value`` CSV; None when it holds none."""
+def read_loss_series(metrics_csv: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every ``loss*`` series of a long-format ``step,name,value`` CSV: name -> (steps, values), by step."""
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     with open(metrics_csv, newline="") as fh:
         for row in csv.DictReader(fh):
             if row["name"].startswith("loss"):
                 series[row["name"]].append((int(row["step"]), float(row["value"])))
+    return {name: tuple(np.array(v) for v in zip(*sorted(points))) for name, points in series.items()}
+
+
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each point (fewer at the start)."""
+    sums = np.cumsum(np.insert(values.astype(float), 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def loss_curves(metrics_csv: Path, path: Path, floors: dict[str, float] | None = None) -> Path | None:
+    """One panel per loss term: the logged values, their running mean and, where known, the term's trivial floor
+    (its value when nothing is learned, ``fils_model.loss_floors``); None when the CSV holds no loss."""
+    series = read_loss_series(metrics_csv)
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in sorted(series.items()):
-        steps, values = zip(*sorted(points))
-        ax.plot(steps, values, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("pre-training losses")
-    ax.legend()
+    floors = floors or {}
+    names = sorted(series, key=lambda n: (n == "loss", n))  # the terms, then their weighted sum
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        steps, values = series[name]
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8)
+        ax.plot(steps, running_mean(values, max(1, len(values) // 10)), color="tab:blue", label="running mean")
+        if name in floors:
+            ax.axhline(floors[name], color="tab:red", linestyle="--", label=f"no learning ({floors[name]:.3g})")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.suptitle("pre-training losses")
     return _save(fig, path)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.evaluate.bootstrap import Interval
 from stages.evaluate.scoring import Scored
 
 
@@ -19,6 +20,28 @@ def _fmt(value: float) -> str:
     return "n/a" if np.isnan(value) else f"{100 * value:.2f}"
 
 
+def _fmt_interval(interval: Interval | None) -> str:
+    if interval is None:
+        return "n/a"
+    if np.isnan(interval.low):
+        return _fmt(interval.value)
+    return f"{_fmt(interval.value)} [{_fmt(interval.low)}, {_fmt(interval.high)}]"
+
+
+def _gain_sentence(gain: dict[str, Interval], level: float | None) -> list[str]:
+    """What the headline metric's paired difference to the random-init encoder says, in words."""
+    metric = "top1" if "top1" in gain else next(iter(gain))
+    interval = gain[metric]
+    points = f"{100 * interval.value:+.2f} points {metric}"
+    if level is None or np.isnan(interval.low):
+        return [f"Gain of the pre-trained encoder over the random-init one: {points} (no interval computed)."]
+    bounds = f"{100 * level:.0f} % paired bootstrap interval [{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"
+    verdict = ("**beats the random-init encoder**" if interval.low > 0 else
+               "**is worse than the random-init encoder**" if interval.high < 0 else
+               "**is not measurably better than the random-init encoder**")
+    return [f"The pre-trained encoder {verdict} under the same probe and recipe: {points}, {bounds}."]
+
+
 def excluded_clips(excluded: list[dict[str, Any]]) -> int:
     """Clips behind the exclusion rows (a row for a whole rejected video stands for all of its clips)."""
     return sum(e.get("clips", 1) for e in excluded)
@@ -27,18 +50,26 @@ def excluded_clips(excluded: list[dict[str, Any]]) -> int:
 def render_report(*, benchmark: str, checkpoint: str, checkpoint_path: str, protocol: str, views: str,
                   clips: int, scored: Scored, excluded: list[dict[str, str]], class_names: list[str],
                   figures: list[Path], history: list[dict[str, Any]], top_classes: int,
-                  ema_metrics: dict[str, float] | None = None) -> str:
+                  columns: dict[str, dict[str, Interval]], level: float | None,
+                  gain: dict[str, Interval] | None = None) -> str:
+    """``columns``: title -> metric -> value with interval, one column per set of weights scored (the trained
+    weights first); ``gain``: the trained weights minus the random-init baseline, paired; ``level``: the intervals'
+    coverage (None: none computed)."""
     lines = [f"# Evaluation: {benchmark}", "",
              f"* checkpoint `{checkpoint}` ({checkpoint_path}), protocol **{protocol}**",
              f"* {clips} clips scored, views {views} (temporal x spatial, probabilities averaged)",
              f"* **{excluded_clips(excluded)} clips of the split excluded** (rejected by the shard stage or undecodable): the "
              "metrics are over the scored clips only" if excluded else "* every clip of the split was scored",
              "", "## Metrics (%)", ""]
-    if ema_metrics is None:
-        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in scored.metrics.items()])
-    else:
-        lines += _table(["metric", "trained weights", "model EMA"],
-                        [[k, _fmt(v), _fmt(ema_metrics.get(k, float("nan")))] for k, v in scored.metrics.items()])
+    if level is not None:
+        lines += [f"Brackets: {100 * level:.0f} % percentile-bootstrap intervals over the scored clips (they cover the "
+                  "choice of evaluation clips, not the training seed); the gain's interval is paired (same resampled "
+                  "clips for both encoders).", ""]
+    header = ["metric", *columns] + (["gain over random init"] if gain else [])
+    lines += _table(header, [[k, *(_fmt_interval(c.get(k)) for c in columns.values())]
+                             + ([_fmt_interval(gain.get(k))] if gain else []) for k in scored.metrics])
+    if gain:
+        lines += [""] + _gain_sentence(gain, level)
     if excluded:
         lines += ["", "## Excluded clips", ""] + _table(["clip", "clips", "reason"],
                                                         [[e["key"], e.get("clips", 1), e["reason"]] for e in excluded])

@@ -5,12 +5,16 @@ merged predictions and writes ``metrics.parquet``, ``excluded.parquet``, ``repor
 ``<workdir>/evaluate/``, and appends the metrics to the cross-run results table (``evaluate.results_table``).
 
 The trained weights are the result; when the finetune stage also kept a model EMA, it is scored on the same views
-as a second result (protocol ``<mode>+ema``). Clips of the split that never reached a shard (rejected by the shard
+as a second result (protocol ``<mode>+ema``), and its random-init baseline as a third (``<mode>+random_init``): the
+report gives every metric a bootstrap interval over the clips and the gain over the random-init encoder a paired
+one. Clips of the split that never reached a shard (rejected by the shard
 stage) are counted with the clips that could not be decoded, so a score on a subset always says so.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +32,13 @@ from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from pipeline.tables import write_table
 from stages.config import FilsConfig
 from stages.evaluate import plots
+from stages.evaluate.bootstrap import Interval, intervals, metric_draws, paired_differences, resample
 from stages.evaluate.predict import Predictions, predict
 from stages.evaluate.report import excluded_clips, render_report
 from stages.evaluate.results import read_results, record_results, result_rows, write_rows
 from stages.evaluate.scoring import Scored, score
-from stages.finetune.stage import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, starts_from_pretrain
-from stages.pretrain.stage import training_metrics
+from stages.finetune.stage import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, RANDOM_INIT_CLASSIFIER_DIR, starts_from_pretrain
+from stages.pretrain.stage import training_loss_floors, training_metrics
 from stages.shard.tables import REJECTS_FILE, read_clips
 
 PREDICTIONS = "predictions_{weights}.npz"
@@ -43,6 +48,9 @@ EXCLUDED_FILE = "excluded.parquet"
 EXCLUDED_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("clips", pa.int32())])
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
+# Every set of committed weights scored: protocol suffix in the results table, column title in the report.
+WEIGHTS = {CLASSIFIER_DIR: ("", "trained weights"), EMA_CLASSIFIER_DIR: ("+ema", "model EMA"),
+           RANDOM_INIT_CLASSIFIER_DIR: ("+random_init", "random-init encoder")}
 
 
 def results_path(cfg: FilsConfig) -> Path:
@@ -65,13 +73,14 @@ def _needs(cfg: FilsConfig) -> dict[str, str]:
     return needs
 
 
-def pretrain_losses(ctx: StageContext) -> Path | None:
-    """The loss log of the pretrain output the evaluated classifier was fine-tuned from (None when there is none,
-    or when pretrain has been rerun since: its curve would not belong to this encoder)."""
+def pretrain_losses(ctx: StageContext) -> tuple[Path, dict[str, float]] | None:
+    """The loss log and loss floors of the pretrain output the evaluated classifier was fine-tuned from (None when
+    there is none, or when pretrain has been rerun since: its curve would not belong to this encoder)."""
     pretrain = ctx.upstream.get("pretrain")
     if pretrain is None or ctx.upstream["finetune"].upstream.get("pretrain") != pretrain.output_id:
         return None
-    return training_metrics(ctx.upstream_dir("pretrain"))
+    metrics = training_metrics(ctx.upstream_dir("pretrain"))
+    return None if metrics is None else (metrics, training_loss_floors(ctx.upstream_dir("pretrain")))
 
 
 def _plan(ctx: StageContext) -> list[Unit]:
@@ -84,8 +93,9 @@ def _plan(ctx: StageContext) -> list[Unit]:
 
 
 def classifier_dirs(finetune_dir: Path) -> dict[str, Path]:
-    """The committed weights to score: the trained classifier, and its model EMA when the finetune stage kept one."""
-    found = {name: finetune_dir / name for name in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR)}
+    """The committed weights to score: the trained classifier, its model EMA and the random-init baseline when the
+    finetune stage kept them."""
+    found = {name: finetune_dir / name for name in WEIGHTS}
     return {name: path for name, path in found.items() if (path / "model.safetensors").is_file()}
 
 
@@ -121,7 +131,7 @@ def class_names(shard_dir: Path) -> list[str]:
 
 
 def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Path, limit: int,
-                  pretrain_csv: Path | None) -> list[Path]:
+                  pretrain: tuple[Path, dict[str, float]] | None) -> list[Path]:
     """Per-class and confusion figures of every head, plus pre-training losses when their CSV exists."""
     figures = []
     for head, values in scored.per_class.items():
@@ -134,15 +144,25 @@ def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Pat
         if head in scored.confusion:
             figures.append(plots.confusion(scored.confusion[head], head_names, f"{benchmark}: confusion ({head})",
                                            out_dir / f"confusion_{head}.png", limit))
-    if pretrain_csv is not None:
-        curve = plots.loss_curves(pretrain_csv, out_dir / "pretrain_losses.png")
+    if pretrain is not None:
+        metrics_csv, floors = pretrain
+        curve = plots.loss_curves(metrics_csv, out_dir / "pretrain_losses.png", floors)
         if curve is not None:
             figures.append(curve)
     return figures
 
 
-def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: Path
-                   ) -> tuple[Predictions, Scored, dict[str, Any]] | None:
+@dataclass
+class WeightsResult:
+    preds: Predictions
+    scored: Scored
+    meta: dict[str, Any]
+    intervals: dict[str, Interval]
+    draws: dict[str, np.ndarray]  # metric -> value on every bootstrap draw (shared draws: paired across weights)
+
+
+def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: Path, draws: Callable[[int], np.ndarray]
+                   ) -> WeightsResult | None:
     files = [ctx.unit_dir(u.id) / PREDICTIONS.format(weights=name) for u in units]
     files = [f for f in files if f.is_file()]
     if not files:
@@ -150,7 +170,13 @@ def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: 
     preds = Predictions.load_all(files)
     model, meta = load_classifier(classifier)
     scores, targets = preds.arrays()
-    return preds, score(model.head_cfg, scores, targets, meta.get("action_verbs"), meta.get("action_nouns")), meta
+    verbs, nouns = meta.get("action_verbs"), meta.get("action_nouns")
+    scored = score(model.head_cfg, scores, targets, verbs, nouns)
+    values = metric_draws(lambda pick: score(model.head_cfg, {h: v[pick] for h, v in scores.items()},
+                                             {h: v[pick] for h, v in targets.items()}, verbs, nouns,
+                                             tables=False).metrics, draws(len(preds.keys)))
+    return WeightsResult(preds, scored, meta, intervals(scored.metrics, values, ctx.cfg.evaluate.intervals.level),
+                         values)
 
 
 def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
@@ -160,37 +186,49 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
         excluded += json.loads((ctx.unit_dir(unit.id) / EXCLUDED_JSON).read_text())
     excluded = [{"clips": 1} | e for e in excluded] + shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split)
     weights = classifier_dirs(ctx.upstream_dir("finetune"))
-    results = {name: _score_weights(ctx, units, name, path) for name, path in weights.items()}
-    if results.get(CLASSIFIER_DIR) is None:
+    ivl = cfg.evaluate.intervals
+    results = {name: _score_weights(ctx, units, name, path, lambda clips: resample(clips, ivl.resamples, ivl.seed))
+               for name, path in weights.items()}
+    main = results.get(CLASSIFIER_DIR)
+    if main is None:
         raise StageError(f"evaluate: no clip of split {cfg.evaluate.split!r} could be scored "
                          f"({len(excluded)} excluded; first: {excluded[:3]})")
-    preds, scored, meta = results[CLASSIFIER_DIR]
+    scored_results = {name: r for name, r in results.items() if r is not None}
+    for name, result in scored_results.items():  # one predict() pass scores every set: the same clips, in order
+        if result.preds.keys != main.preds.keys:
+            raise StageError(f"evaluate: the predictions of {name} cover other clips than those of {CLASSIFIER_DIR}; "
+                             "rerun with --force evaluate")
     classifier = weights[CLASSIFIER_DIR]
-    benchmark, views, mode = meta.get("benchmark", "unknown"), cfg.evaluate.views.label, meta.get("mode", "full")
+    benchmark, views, mode = main.meta.get("benchmark", "unknown"), cfg.evaluate.views.label, main.meta.get("mode", "full")
     rows = []
-    for name, result in results.items():
-        protocol = mode if name == CLASSIFIER_DIR else f"{mode}+ema"
-        rows += result_rows(benchmark, weights_fingerprint(weights[name]), weights[name], protocol, views,
-                            result[1].metrics, len(result[0].keys), excluded_clips(excluded))
+    for name, result in scored_results.items():
+        rows += result_rows(benchmark, weights_fingerprint(weights[name]), weights[name], mode + WEIGHTS[name][0],
+                            views, result.scored.metrics, len(result.preds.keys), excluded_clips(excluded))
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
     table = results_path(cfg)
     record_results(table, rows)
     names = class_names(ctx.upstream_dir("shard"))
-    figures = write_figures(scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
+    figures = write_figures(main.scored, names, benchmark, out / PLOTS_DIR, cfg.evaluate.plot_classes,
                             pretrain_losses(ctx))
     history = [r for r in read_results(table) if r["benchmark"] == benchmark][-50:]
-    ema = results.get(EMA_CLASSIFIER_DIR)
+    baseline = scored_results.get(RANDOM_INIT_CLASSIFIER_DIR)
+    gain = None if baseline is None else paired_differences(main.scored.metrics, main.draws, baseline.scored.metrics,
+                                                            baseline.draws, ivl.level)
     (out / REPORT_FILE).write_text(render_report(
         benchmark=benchmark, checkpoint=rows[0]["checkpoint"], checkpoint_path=str(classifier),
-        protocol=rows[0]["protocol"], views=views, clips=len(preds.keys), scored=scored, excluded=excluded,
+        protocol=rows[0]["protocol"], views=views, clips=len(main.preds.keys), scored=main.scored, excluded=excluded,
         class_names=names, figures=[f.relative_to(out) for f in figures], history=history,
-        top_classes=cfg.evaluate.plot_classes, ema_metrics=ema[1].metrics if ema else None))
-    extra = {"metrics": scored.metrics, "results_table": str(table), "report": REPORT_FILE}
-    if ema:
-        extra["ema_metrics"] = ema[1].metrics
-    return StageResult(row_counts={"clips": len(preds.keys), "excluded": excluded_clips(excluded), "metrics": len(rows)},
-                       extra=extra)
+        top_classes=cfg.evaluate.plot_classes, level=ivl.level if ivl.resamples else None,
+        columns={WEIGHTS[name][1]: result.intervals for name, result in scored_results.items()}, gain=gain))
+    extra: dict[str, Any] = {"metrics": main.scored.metrics, "results_table": str(table), "report": REPORT_FILE}
+    if EMA_CLASSIFIER_DIR in scored_results:
+        extra["ema_metrics"] = scored_results[EMA_CLASSIFIER_DIR].scored.metrics
+    if baseline is not None and gain is not None:
+        extra["random_init_metrics"] = baseline.scored.metrics
+        extra["gain_over_random_init"] = {k: asdict(v) for k, v in gain.items()}
+    return StageResult(row_counts={"clips": len(main.preds.keys), "excluded": excluded_clips(excluded),
+                                   "metrics": len(rows)}, extra=extra)
 
 
 SPEC = StageSpec(name="evaluate", version="2", upstream=("shard", "finetune", "pretrain"), config_of=_config_of,

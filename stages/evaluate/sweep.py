@@ -67,7 +67,7 @@ def _probe(cfg: FilsConfig, shard_dir: Path, checkpoint: Path) -> VideoClassifie
         "warmup_steps": 0, "model_ema": False, "optim": optim,
         "mix": section.mix.model_copy(update={"mixup": 0.0, "cutmix": 0.0})})
     clips = labelled_count(shard_dir, section.data.split, section.head)
-    return fit_linear_probe(cfg, shard_dir, checkpoint, probe.resolve(clips))
+    return fit_linear_probe(cfg, shard_dir, checkpoint, probe.resolve(clips), None)
 
 
 def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: dict[str, Any]

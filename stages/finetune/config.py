@@ -14,7 +14,8 @@ from pipeline.config.launch import LaunchConfig
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 
 # Fields of this section that are not part of the trainer's recipe.
-_SECTION_ONLY = {"benchmark", "init", "model", "epochs", "warmup_epochs", "data", "loader", "launch"}
+_SECTION_ONLY = {"benchmark", "init", "model", "random_init_baseline", "epochs", "warmup_epochs", "data", "loader",
+                 "launch"}
 
 
 class FinetuneDataConfig(ClipStreamConfig):
@@ -39,6 +40,12 @@ class FinetuneSection(FinetuneRecipe, Section):
         "(e.g. a local MCG-NJU/videomae-base download) or a pretrain checkpoint .pt.",
     )
     model: ModelConfig | None = Field(default=None, description="Architecture for `init: random` only.")
+    random_init_baseline: bool = Field(
+        default=False, description="Also train the same recipe (same seed, data order and head) on a randomly "
+        "initialised encoder of the same architecture, saved as `classifier_random_init/`: the evaluate stage scores "
+        "it on the same clips and reports the pre-trained encoder's gain over it with intervals. Costs a second "
+        "training run (cheap for `linear_probe`).",
+    )
     total_steps: int | None = Field(default=None, gt=0, description="Optimiser steps; or set epochs.")  # type: ignore[assignment]
     epochs: float | None = Field(default=None, gt=0, description="Passes over the training clips (replaces total_steps).")
     warmup_epochs: float | None = Field(default=None, ge=0, description="Replaces warmup_steps.")
@@ -52,6 +59,9 @@ class FinetuneSection(FinetuneRecipe, Section):
             raise ValueError("set exactly one of finetune.epochs and finetune.total_steps")
         if self.warmup_epochs is not None and self.warmup_steps:
             raise ValueError("set at most one of finetune.warmup_epochs and finetune.warmup_steps")
+        if self.random_init_baseline and self.init == "random":
+            raise ValueError("finetune.random_init_baseline compares a pre-trained encoder with a random one, but "
+                             "finetune.init is already 'random'; set one of them")
         if (self.init == "random") != (self.model is not None):
             raise ValueError("finetune.model is needed for, and only used by, `init: random`; a checkpoint's "
                              "architecture comes from its config.json")

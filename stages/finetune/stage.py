@@ -19,6 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from fils_model.classifier import VideoClassifier, save_classifier
+from fils_model.config import ModelConfig
 from fils_model.distributed import cleanup, init_distributed
 from fils_model.encoder_init import load_pretrained_encoder
 from fils_model.finetune_config import FinetuneRecipe
@@ -45,6 +46,7 @@ log = logging.getLogger("fils.finetune")
 
 CLASSIFIER_DIR = "classifier"
 EMA_CLASSIFIER_DIR = "classifier_ema"  # the model EMA, when finetune.model_ema: a second result
+RANDOM_INIT_CLASSIFIER_DIR = "classifier_random_init"  # the same recipe from random weights, when random_init_baseline
 METRICS_CSV = "metrics.csv"
 LOG_FILE = "train.log"  # the training process's output, in the run directory
 JOB_FILE = "job.json"
@@ -61,6 +63,7 @@ class FinetuneJob(BaseModel):
     recipe: FinetuneRecipe  # the section resolved for the training split (epochs -> steps)
     run_dir: Path
     out_dir: Path
+    random_architecture: ModelConfig | None = None  # train from random weights of this architecture (the baseline)
 
 
 def section_of(cfg: FilsConfig) -> FinetuneSection:
@@ -124,12 +127,12 @@ def build_classifier(section: FinetuneSection | FinetuneRecipe, source: Path | N
     return model
 
 
-def fit_linear_probe(cfg: FilsConfig, shard_dir: Path, source: Path | None, recipe: FinetuneRecipe
-                     ) -> VideoClassifier:
-    """Frozen encoder of ``source``; head trained on features of one centre view per training clip of the shard
-    stage's output ``shard_dir``."""
+def fit_linear_probe(cfg: FilsConfig, shard_dir: Path, source: Path | None, recipe: FinetuneRecipe,
+                     architecture: ModelConfig | None) -> VideoClassifier:
+    """Frozen encoder of ``source`` (random weights of ``architecture`` when None); head trained on features of one
+    centre view per training clip of the shard stage's output ``shard_dir``."""
     section = section_of(cfg)
-    model = build_classifier(recipe, source, section.model)
+    model = build_classifier(recipe, source, architecture)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     samples = (s for path in shard_paths(shard_dir, section.data.split) for s in iter_shard(path))
     excluded: list[dict[str, str]] = []
@@ -142,12 +145,16 @@ def fit_linear_probe(cfg: FilsConfig, shard_dir: Path, source: Path | None, reci
     return model
 
 
-def train_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: Path) -> None:
+def train_full(job: FinetuneJob) -> None:
     """Full fine-tuning in this process (one rank of a torchrun job, or alone); rank 0 saves the result."""
+    cfg, recipe, run_dir, out_dir = job.config, job.recipe, job.run_dir, job.out_dir
     env = init_distributed()
     try:
         section = section_of(cfg)
-        model = build_classifier(recipe, encoder_source(cfg), section.model)
+        if job.random_architecture is None:
+            model = build_classifier(recipe, encoder_source(cfg), section.model)
+        else:
+            model = build_classifier(recipe, None, job.random_architecture)
         trainer = FinetuneTrainer(recipe, model, run_dir, env)
         shards = tuple(str(p) for p in shard_paths(cfg.workdir / "shard", section.data.split))
         check_shard_count(len(shards), env.world_size, section.loader.workers, section.data.split, "finetune")
@@ -168,12 +175,14 @@ def train_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: 
         cleanup()
 
 
-def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: Path) -> None:
+def _launch_full(cfg: FilsConfig, recipe: FinetuneRecipe, run_dir: Path, out_dir: Path,
+                 random_architecture: ModelConfig | None = None) -> None:
     """Full fine-tuning in a supervised child (``pipeline.launch``: one process or torchrun), resumable."""
     section = section_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = run_dir / JOB_FILE
-    job.write_text(FinetuneJob(config=cfg, recipe=recipe, run_dir=run_dir, out_dir=out_dir).model_dump_json())
+    job.write_text(FinetuneJob(config=cfg, recipe=recipe, run_dir=run_dir, out_dir=out_dir,
+                               random_architecture=random_architecture).model_dump_json())
     try:
         run_training(ENTRY, job, run_dir / LOG_FILE, section.launch)
     except ChildFailed as exc:
@@ -204,22 +213,40 @@ def process_train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     source = encoder_source(cfg)
     classifier_dir = out_dir / CLASSIFIER_DIR
     if recipe.mode == "linear_probe":
-        save_classifier(fit_linear_probe(cfg, shard_dir, source, recipe), classifier_dir)
+        save_classifier(fit_linear_probe(cfg, shard_dir, source, recipe, section.model), classifier_dir)
     else:
         _launch_full(cfg, recipe, run_dir, classifier_dir)
         shutil.copyfile(run_dir / METRICS_CSV, out_dir / METRICS_CSV)
+    if section.random_init_baseline and source is not None:  # the section forbids it with init: random
+        _train_random_init_baseline(cfg, shard_dir, source, recipe, run_dir, out_dir)
     extra: dict[str, Any] = {"benchmark": section.benchmark, "init": section.init,
                              "encoder_fingerprint": weights_fingerprint(source) if source else "random",
                              "mode": recipe.mode, "train_clips": clips, "steps": recipe.total_steps}
     if section.head.task == "epic_action":
         verbs, nouns = action_map(shard_dir, section.head.num_classes)
         extra |= {"action_verbs": verbs.tolist(), "action_nouns": nouns.tolist()}
-    for weights in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR):
+    random_init = {"init": "random", "encoder_fingerprint": "random"}
+    for weights in (CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, RANDOM_INIT_CLASSIFIER_DIR):
         meta_path = out_dir / weights / "classifier.json"
         if meta_path.is_file():
-            meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | extra | {"weights": weights},
-                                            indent=2, sort_keys=True))
+            meta = json.loads(meta_path.read_text()) | extra | {"weights": weights}
+            meta |= random_init if weights == RANDOM_INIT_CLASSIFIER_DIR else {}
+            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
     return {"train_clips": clips, "steps": recipe.total_steps}
+
+
+def _train_random_init_baseline(cfg: FilsConfig, shard_dir: Path, source: Path, recipe: FinetuneRecipe,
+                                run_dir: Path, out_dir: Path) -> None:
+    """The same recipe on random weights of ``source``'s architecture (``finetune.random_init_baseline``)."""
+    _, architecture = load_pretrained_encoder(source)
+    target = out_dir / RANDOM_INIT_CLASSIFIER_DIR
+    if recipe.mode == "linear_probe":
+        save_classifier(fit_linear_probe(cfg, shard_dir, None, recipe, architecture), target)
+        return
+    baseline_dir = run_dir.with_name(run_dir.name + "_random_init")  # its own checkpoints, resumable too
+    # The model EMA is a second result of the main run only; without it the baseline trains the same way.
+    _launch_full(cfg, recipe.model_copy(update={"model_ema": False}), baseline_dir, target, architecture)
+    shutil.copyfile(baseline_dir / METRICS_CSV, target / METRICS_CSV)
 
 
 def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
@@ -241,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     job = FinetuneJob.model_validate_json(parser.parse_args(argv).job.read_text())
     end_session_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train_full(job.config, job.recipe, job.run_dir, job.out_dir)
+    train_full(job)
 
 
 if __name__ == "__main__":
