@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.samples.captions import noisy_caption
-from pipeline.samples.synthetic import DEFAULT_CLASSES, STRIPED_SQUARE, Look, make_clip
+from pipeline.samples.synthetic import DEFAULT_CLASSES, PAN_CAPTION, STRIPED_SQUARE, Look, make_clip
 from pipeline.video.encode import H264Writer
 
 REAL_DIR = Path(__file__).parent / "real"
@@ -80,7 +80,8 @@ def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Pat
             if settings.caption_accuracy is not None:
                 noisy = noisy_caption(motion, look or STRIPED_SQUARE, settings.classes,
                                       settings.caption_accuracy, rng)
-                clip.caption, truth["described_motion"] = noisy.text, noisy.described_motion
+                clip.caption = noisy.text + (PAN_CAPTION if settings.pan_px_per_frame else "")
+                truth["described_motion"] = noisy.described_motion
             name = f"{motion}_{i:03d}"
             writer = H264Writer(folder / f"{name}.mp4", settings.width, settings.height, settings.fps,
                                 gop=8, crf=16, preset="veryfast")

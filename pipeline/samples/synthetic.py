@@ -92,6 +92,7 @@ def _trajectory(motion: str, t: np.ndarray, width: int, height: int, size: int,
     raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
 
 
+PAN_CAPTION = " while the camera pans"  # appended to the caption of a clip with a panning camera
 STRIPED_SQUARE = Look("square", "striped", "fast", "coarse")  # how a clip made without a look is described
 
 
@@ -143,5 +144,5 @@ def make_clip(motion: str, seed: int, width: int = 160, height: int = 120, frame
         boxes[i] = (x / width, y / height, (x + size) / width, (y + size) / height)
     caption = f"a striped square {MOTIONS[motion]}" if look is None else f"a {look.colour} {look.shape} {MOTIONS[motion]}"
     if pan_px_per_frame:
-        caption += " while the camera pans"
+        caption += PAN_CAPTION
     return SyntheticClip(video, boxes, motion, caption)

@@ -20,6 +20,9 @@ def test_samples_run_status_and_errors(tmp_path):
     assert lines[0] == "path,label,text,split" and len(lines) == 6
     truth = read_true_boxes(out / "synthetic" / "circle" / "circle_000.mp4")
     assert len(truth["boxes"]) == 12 and truth["caption"].endswith("while the camera pans")
+    bad = fils("samples", str(tmp_path / "bad"), "--background-contrast", "2")
+    assert bad.returncode == 2 and "background contrast must be in [0, 1], got 2.0" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # refused before writing anything
 
     config = tmp_path / "c.yaml"
     config.write_text(f"workdir: {tmp_path / 'w'}\ndata:\n  source:\n    kind: folder\n    root: {out / 'synthetic'}\n")

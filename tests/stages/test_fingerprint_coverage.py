@@ -58,7 +58,7 @@ BASES = {
     "caption-file": _variant(captions__source="file", captions__file="/data/captions.csv"),
     "open-clip": _variant(captions__text_encoder={"backend": "open_clip", "model": "ViT-B-16", "pretrained": "openai",
                                                   "checkpoint": "/models/vificlip.pt"}),
-    "full-finetune-random": _variant(finetune__mode="full", finetune__init="random",
+    "full-finetune-random": _variant(finetune__mode="full", finetune__init="random", finetune__random_init_baseline=False,
                                      finetune__model={"size": "tiny", "img_size": 64, "num_frames": 8},
                                      finetune__mix={"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1},
                                      finetune__warmup_epochs=None, finetune__warmup_steps=2),

@@ -211,3 +211,39 @@ def test_training_batches_skip_bad_and_unlabelled_clips_and_resume_exactly(tiny_
     assert all(b["target_label"].min() >= 0 for b in whole)
     counts = json.loads((tmp_path / "a" / "counts.rank0.json").read_text())
     assert counts["corrupt"] >= 1 and counts["unlabelled"] >= 1
+
+
+@pytest.mark.parametrize("mode", ["full", "linear_probe"])
+def test_random_init_baseline_is_the_same_run_from_random_weights(tiny_set, tmp_path, mode):
+    """``random_init_baseline`` next to an encoder checkpoint gives exactly what ``init: random`` with that
+    architecture gives (same seed, data order, recipe), and the evaluate stage scores it on the same clips with a
+    paired interval for the gain."""
+    encoder_dir = export_random_encoder(tmp_path / "videomae", seed=3)
+    short = {"mode": mode, "epochs": 4 if mode == "full" else 20}
+    work = tmp_path / "baseline"
+    shutil.copytree(tiny_set.workdir, work)
+    cfg = with_sections(tiny_set, work, finetune=finetune_section(init=str(encoder_dir), model=None,
+                                                                  random_init_baseline=True, **short),
+                        evaluate=tiny_set.evaluate.model_dump(mode="json") | {"split": "train"})
+    evaluated = run_pipeline(registry(), cfg, ["finetune", "evaluate"])[1].record.extra
+    reference = tmp_path / "random"
+    shutil.copytree(tiny_set.workdir, reference)
+    run_pipeline(registry(), with_sections(tiny_set, reference, finetune=finetune_section(**short)), ["finetune"])
+
+    baseline = load_file(str(work / "finetune" / "classifier_random_init" / "model.safetensors"))
+    alone = load_file(str(reference / "finetune" / "classifier" / "model.safetensors"))
+    trained = load_file(str(work / "finetune" / "classifier" / "model.safetensors"))
+    assert set(baseline) == set(alone) == set(trained)
+    assert all(torch.equal(baseline[k], alone[k]) for k in alone)
+    assert any(not torch.equal(baseline[k], trained[k]) for k in trained if k.startswith("encoder."))
+    _, meta = load_classifier(work / "finetune" / "classifier_random_init")
+    assert meta["init"] == "random" and meta["encoder_fingerprint"] == "random" and meta["mode"] == mode
+
+    rows = pq.read_table(work / "evaluate" / "metrics.parquet").to_pylist()
+    assert {r["protocol"] for r in rows} == {mode, f"{mode}+random_init"}
+    gain = evaluated["gain_over_random_init"]["top1"]
+    difference = evaluated["metrics"]["top1"] - evaluated["random_init_metrics"]["top1"]
+    assert gain["value"] == pytest.approx(difference) and gain["low"] <= gain["value"] <= gain["high"]
+    report = (work / "evaluate" / "report.md").read_text()
+    assert "| metric | trained weights | random-init encoder | gain over random init |" in report
+    assert "paired bootstrap interval" in report
