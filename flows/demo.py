@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from flows.local_server import POOL, REPO_ROOT, LocalPrefect, api_healthy, deploy_all, free_port, start_server
+from pipeline.child_process import kill_group
 
 STATE = REPO_ROOT / ".state"
 DEFAULT_PORT = 4200
@@ -50,9 +51,9 @@ def main() -> int:
     try:
         run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "fils/full-pipeline", "--watch",
                               "--watch-timeout", "7200"], cwd=REPO_ROOT, env=local.env)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+    finally:  # a Prefect worker can take over a minute to leave its poll loop on SIGTERM: its group is killed after 10 s
+        kill_group(worker, grace_s=10)
+        worker.wait()
     ui = local.api_url.removesuffix("/api")
     report = REPO_ROOT / ".state" / "demo" / "evaluate" / "report.md"
     print("\n" + "=" * 72)
