@@ -62,7 +62,9 @@ def test_a_full_disk_fails_the_stage_and_the_rerun_completes_it(tmp_path, sample
 
 def test_a_unit_time_out_fails_the_stage_instead_of_rejecting_the_video(tmp_path, few_samples):
     config = write_config(tmp_path / "c.yaml", tmp_path / "work", few_samples)
-    failed = fils_run(config, "--set", "runtime.unit_timeout_s=0.05")
+    # The pool checks time limits every ~0.1 s, so a unit must take longer than that to be caught: x264's slowest
+    # preset makes each ~1 s (with the default preset a fast machine sometimes finished one before the check).
+    failed = fils_run(config, "--set", "runtime.unit_timeout_s=0.05", "--set", "shard.preset=placebo")
     assert failed.returncode == 2
     assert "timed out after" in failed.stderr and "retrying" in failed.stderr
     assert not (tmp_path / "work" / "shard").exists()
