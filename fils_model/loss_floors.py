@@ -14,6 +14,8 @@ import math
 
 from fils_model.config import LossConfig, ModelConfig
 
+LOSS_FLOORS_JSON = "loss_floors.json"  # the trainer writes them next to metrics.csv, for plots against them
+
 
 def infonce_floor(candidates: int) -> float:
     return math.log(candidates)

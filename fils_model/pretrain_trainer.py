@@ -6,6 +6,7 @@ Batches come from any iterable (the pretrain stage's WebDataset loader, or gener
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from fils_model.config import PretrainConfig
 from fils_model.distributed import DistEnv, cleanup, init_distributed
 from fils_model.ema import ema_momentum
 from fils_model.fils import FILSModel
+from fils_model.loss_floors import LOSS_FLOORS_JSON, loss_floors
 from fils_model.seeding import seed_everything
 from fils_model.trainer import LoopSettings, Trainer
 
@@ -45,6 +47,16 @@ class PretrainTrainer(Trainer):
                          broadcast_buffers=False,  # buffers are fixed position tables
                          find_unused_parameters=model.has_unused_parameters)
         self.resume()
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / LOSS_FLOORS_JSON).write_text(json.dumps(self.loss_floors(), indent=2))
+
+    def loss_floors(self) -> dict[str, float]:
+        """Each active loss term's value at no learning; ActCLIP contrasts the global batch when it gathers
+        negatives across ranks, else each rank's own."""
+        gathered = self.cfg.loss.gather_negatives and self.env.world_size > 1
+        candidates = self.cfg.trainer.global_batch_size if gathered else self.local_batch
+        return loss_floors(self.cfg.loss, self.cfg.model, candidates)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {k: batch[k].to(self.env.device, non_blocking=True) for k in BATCH_KEYS if k in batch}

@@ -8,7 +8,7 @@ the training run's seed.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +27,15 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
-def resample(clips: int, resamples: int, seed: int) -> np.ndarray:
-    """``(resamples, clips)`` clip indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, clips, (resamples, clips))
+def resample(clips: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """``resamples`` arrays of ``clips`` clip indices drawn with replacement, one at a time (a large split's
+    draws do not all sit in memory); the same ``seed`` gives the same draws."""
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield rng.integers(0, clips, clips)
 
 
-def metric_draws(metrics_of: MetricsOf, draws: np.ndarray) -> dict[str, np.ndarray]:
+def metric_draws(metrics_of: MetricsOf, draws: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
     """Metric -> its value on every draw, ``(resamples,)``."""
     per_draw = [metrics_of(indices) for indices in draws]
     return {name: np.array([d[name] for d in per_draw]) for name in per_draw[0]} if per_draw else {}

@@ -15,11 +15,16 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"scores must be (N, K) and labels (N, ...); got {scores.shape} and {labels.shape}")
 
 
-def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-    """Fraction of samples whose true class is among the ``k`` highest scores."""
+def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> np.ndarray:
+    """Per sample: whether its true class is among the ``k`` highest scores (ties: the lower class index first)."""
     _check(scores, labels)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    return np.any(top == labels[:, None], axis=1)
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of samples whose true class is among the ``k`` highest scores."""
+    return float(np.mean(topk_hits(scores, labels, k)))
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -36,11 +41,16 @@ def per_class_recall(matrix: np.ndarray) -> np.ndarray:
         return np.where(support > 0, np.diag(matrix) / support, np.nan)
 
 
+def class_mean(hits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes that occur in ``labels`` of the fraction of their samples with a hit."""
+    support = np.bincount(labels)
+    present = support > 0
+    return float(np.mean(np.bincount(labels, weights=hits.astype(np.float64))[present] / support[present]))
+
+
 def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Mean of per-class recall over the classes that occur in ``labels`` (EGTEA's mean accuracy)."""
-    _check(scores, labels)
-    matrix = confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1])
-    return float(np.nanmean(per_class_recall(matrix)))
+    return class_mean(topk_hits(scores, labels, 1), labels)
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from stages.evaluate.bootstrap import Interval
-from stages.evaluate.scoring import Scored
+from stages.evaluate.scoring import HEADLINE, Scored
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -30,15 +30,14 @@ def _fmt_interval(interval: Interval | None) -> str:
 
 def _gain_sentence(gain: dict[str, Interval], level: float | None) -> list[str]:
     """What the headline metric's paired difference to the random-init encoder says, in words."""
-    metric = "top1" if "top1" in gain else next(iter(gain))
+    metric = next((name for name in HEADLINE if name in gain), next(iter(gain)))
     interval = gain[metric]
     points = f"{100 * interval.value:+.2f} points {metric}"
     if level is None or np.isnan(interval.low):
         return [f"Gain of the pre-trained encoder over the random-init one: {points} (no interval computed)."]
     bounds = f"{100 * level:.0f} % paired bootstrap interval [{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"
-    verdict = ("**beats the random-init encoder**" if interval.low > 0 else
-               "**is worse than the random-init encoder**" if interval.high < 0 else
-               "**is not measurably better than the random-init encoder**")
+    verdict = ("**is not measurably better than the random-init encoder**" if not interval.excludes_zero else
+               "**beats the random-init encoder**" if interval.low > 0 else "**is worse than the random-init encoder**")
     return [f"The pre-trained encoder {verdict} under the same probe and recipe: {points}, {bounds}."]
 
 

@@ -13,7 +13,7 @@ stage) are counted with the clips that could not be decoded, so a score on a sub
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from stages.evaluate.bootstrap import Interval, intervals, metric_draws, paired_
 from stages.evaluate.predict import Predictions, predict
 from stages.evaluate.report import excluded_clips, render_report
 from stages.evaluate.results import read_results, record_results, result_rows, write_rows
-from stages.evaluate.scoring import Scored, score
+from stages.evaluate.scoring import Scored, clip_outcomes, score
 from stages.finetune.stage import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, RANDOM_INIT_CLASSIFIER_DIR, starts_from_pretrain
 from stages.pretrain.stage import training_loss_floors, training_metrics
 from stages.shard.tables import REJECTS_FILE, read_clips
@@ -161,8 +161,8 @@ class WeightsResult:
     draws: dict[str, np.ndarray]  # metric -> value on every bootstrap draw (shared draws: paired across weights)
 
 
-def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: Path, draws: Callable[[int], np.ndarray]
-                   ) -> WeightsResult | None:
+def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: Path,
+                   draws: Callable[[int], Iterable[np.ndarray]]) -> WeightsResult | None:
     files = [ctx.unit_dir(u.id) / PREDICTIONS.format(weights=name) for u in units]
     files = [f for f in files if f.is_file()]
     if not files:
@@ -172,9 +172,8 @@ def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: 
     scores, targets = preds.arrays()
     verbs, nouns = meta.get("action_verbs"), meta.get("action_nouns")
     scored = score(model.head_cfg, scores, targets, verbs, nouns)
-    values = metric_draws(lambda pick: score(model.head_cfg, {h: v[pick] for h, v in scores.items()},
-                                             {h: v[pick] for h, v in targets.items()}, verbs, nouns,
-                                             tables=False).metrics, draws(len(preds.keys)))
+    values = metric_draws(clip_outcomes(model.head_cfg, scores, targets, verbs, nouns).metrics,
+                          draws(len(preds.keys)))
     return WeightsResult(preds, scored, meta, intervals(scored.metrics, values, ctx.cfg.evaluate.intervals.level),
                          values)
 
@@ -224,9 +223,9 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     extra: dict[str, Any] = {"metrics": main.scored.metrics, "results_table": str(table), "report": REPORT_FILE}
     if EMA_CLASSIFIER_DIR in scored_results:
         extra["ema_metrics"] = scored_results[EMA_CLASSIFIER_DIR].scored.metrics
-    if baseline is not None and gain is not None:
+    if baseline is not None:
         extra["random_init_metrics"] = baseline.scored.metrics
-        extra["gain_over_random_init"] = {k: asdict(v) for k, v in gain.items()}
+        extra["gain_over_random_init"] = {k: asdict(v) for k, v in (gain or {}).items()}
     return StageResult(row_counts={"clips": len(main.preds.keys), "excluded": excluded_clips(excluded),
                                    "metrics": len(rows)}, extra=extra)
 

@@ -27,14 +27,13 @@ from stages.evaluate import plots
 from stages.evaluate.predict import predict
 from stages.evaluate.report import excluded_clips
 from stages.evaluate.results import evaluated_keys, read_results, record_results, result_rows
-from stages.evaluate.scoring import score
-from stages.evaluate.stage import results_path, shard_rejects
+from stages.evaluate.scoring import HEADLINE, score
+from stages.evaluate.stage import WEIGHTS, results_path, shard_rejects
 from stages.finetune.data import action_map, labelled_count
-from stages.finetune.stage import fit_linear_probe, section_of  # the stage owns the probe recipe
+from stages.finetune.stage import RANDOM_INIT_CLASSIFIER_DIR, fit_linear_probe, section_of
 
 log = logging.getLogger("fils.sweep")
 
-HEADLINE = ("top1", "action_top1", "mAP")  # the first one a benchmark reports is plotted
 
 
 @dataclass
@@ -92,7 +91,8 @@ def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: di
 
 
 def _plot(cfg: FilsConfig, benchmark: str, table: Path) -> Path | None:
-    rows = [r for r in read_results(table) if r["benchmark"] == benchmark]
+    rows = [r for r in read_results(table) if r["benchmark"] == benchmark
+            and not r["protocol"].endswith(WEIGHTS[RANDOM_INIT_CLASSIFIER_DIR][0])]  # a reference, not a checkpoint
     metric = next((m for m in HEADLINE if any(r["metric"] == m for r in rows)), None)
     if metric is None:
         return None
@@ -120,7 +120,9 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, checkpoints: list[Path] | None) -> 
             fingerprint = weights_fingerprint(checkpoint)
             classifier = is_classifier_dir(checkpoint)
             model, meta = load_classifier(checkpoint) if classifier else (None, {})
-            protocol = meta.get("mode", "full") if classifier else "linear_probe"
+            # a classifier folder of the finetune stage says which weights it holds (trained, EMA, random-init)
+            suffix = WEIGHTS.get(meta.get("weights", ""), ("", ""))[0]
+            protocol = meta.get("mode", "full") + suffix if classifier else "linear_probe"
             if (benchmark, fingerprint, protocol, views) in done:
                 result.skipped.append(checkpoint)
                 continue

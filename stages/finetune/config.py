@@ -44,7 +44,8 @@ class FinetuneSection(FinetuneRecipe, Section):
         default=False, description="Also train the same recipe (same seed, data order and head) on a randomly "
         "initialised encoder of the same architecture, saved as `classifier_random_init/`: the evaluate stage scores "
         "it on the same clips and reports the pre-trained encoder's gain over it with intervals. Costs a second "
-        "training run (cheap for `linear_probe`).",
+        "training run in the same unit and time limit (cheap for `linear_probe`); in `full` mode it keeps no model "
+        "EMA (the EMA is a second result of the main run only).",
     )
     total_steps: int | None = Field(default=None, gt=0, description="Optimiser steps; or set epochs.")  # type: ignore[assignment]
     epochs: float | None = Field(default=None, gt=0, description="Passes over the training clips (replaces total_steps).")

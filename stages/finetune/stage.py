@@ -3,7 +3,9 @@ clips of the shard stage, starting from the pretrain stage's encoder, any VideoM
 weights. ``mode: full`` fine-tunes everything (DDP through ``torch.distributed.run`` when there are several
 processes); ``mode: linear_probe`` trains the head on frozen, cached features.
 
-Output: ``<workdir>/finetune/classifier/`` (``model.safetensors`` + ``classifier.json``) and ``metrics.csv``.
+Output: ``<workdir>/finetune/classifier/`` (``model.safetensors`` + ``classifier.json``) and ``metrics.csv``;
+``classifier_ema/`` with ``model_ema``; ``classifier_random_init/`` with ``random_init_baseline`` (the same recipe
+from random weights of the encoder's architecture: the evaluate stage's reference).
 One unit of work is the whole run; its checkpoints live in the staging folder, so a killed run resumes.
 """
 from __future__ import annotations

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from fils_model.checkpoint import CheckpointManager
 from fils_model.config import PretrainConfig
 from fils_model.distributed import DistEnv
-from fils_model.loss_floors import loss_floors
+from fils_model.loss_floors import LOSS_FLOORS_JSON
 from pipeline.artifacts import UNIT_FILE
 from pipeline.child_process import ChildFailed, end_session_on_sigterm
 from pipeline.clips.batches import STREAM_SKIP_REASONS, ClipBatches, check_shard_count, read_counts
@@ -56,7 +56,6 @@ LOG_FILE = "train.log"
 ENTRY = "stages.pretrain.stage"  # the training process: ``main`` below
 ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
 METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
-LOSS_FLOORS_JSON = "loss_floors.json"  # each loss term's value at no learning, for plots against it
 RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch")
 
 
@@ -95,13 +94,6 @@ def _config_of(cfg: FilsConfig) -> dict[str, Any]:
 def pretrained_encoder(pretrain_dir: Path) -> Path:
     """The committed encoder (VideoMAE layout) in the output folder ``pretrain_dir`` of this stage."""
     return pretrain_dir / ENCODER_DIR
-
-
-def _floors(job: PretrainJob, world_size: int) -> dict[str, float]:
-    """Each active loss term's value at no learning; ActCLIP contrasts the global batch when it gathers negatives."""
-    batch = job.train.trainer.global_batch_size
-    candidates = batch if job.train.loss.gather_negatives else batch // world_size
-    return loss_floors(job.train.loss, job.train.model, candidates)
 
 
 def training_loss_floors(pretrain_dir: Path) -> dict[str, float]:
@@ -216,11 +208,10 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     (out_dir / "checkpoints").mkdir()
     for kept in checkpoints.saved():  # the commit deletes the staging: the kept checkpoints go with the output
         _link_tree(kept, out_dir / "checkpoints" / kept.name)
-    for name in (METRICS_CSV, "tensorboard", LOG_FILE):
+    for name in (METRICS_CSV, LOSS_FLOORS_JSON, "tensorboard", LOG_FILE):
         if (job.run_dir / name).exists():
             _link_tree(job.run_dir / name, out_dir / name)
     (out_dir / "pretrain_config.json").write_text(job.train.model_dump_json(indent=2))
-    (out_dir / LOSS_FLOORS_JSON).write_text(json.dumps(_floors(job, nproc_of(section.launch)), indent=2))
     return {"steps": total, "clips": job.num_clips, "sample_counts": read_counts(job.run_dir / "data")}
 
 

@@ -14,7 +14,7 @@ def _accuracy(correct: np.ndarray):
 
 def test_intervals_match_a_hand_written_bootstrap():
     correct = np.random.default_rng(0).random(200) < 0.6
-    draws = resample(len(correct), 500, seed=7)
+    draws = list(resample(len(correct), 500, seed=7))
     got = intervals({"top1": correct.mean()}, metric_draws(_accuracy(correct), draws))["top1"]
     picks = np.random.default_rng(7).integers(0, 200, (500, 200))  # the same draws, by hand
     values = sorted(correct[pick].mean() for pick in picks)
@@ -33,7 +33,7 @@ def test_width_of_a_proportion_matches_the_normal_approximation():
 def test_paired_differences_closed_forms_and_pairing():
     rng = np.random.default_rng(2)
     a = rng.random(300) < 0.7
-    draws = resample(300, 400, seed=3)
+    draws = list(resample(300, 400, seed=3))
     draws_a = metric_draws(_accuracy(a), draws)
     same = paired_differences({"top1": a.mean()}, draws_a, {"top1": a.mean()}, draws_a)["top1"]
     assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0) and not same.excludes_zero
@@ -56,3 +56,30 @@ def test_no_resamples_gives_no_interval():
     got = percentile_interval(0.5, np.array([]))
     assert got.value == 0.5 and math.isnan(got.low) and math.isnan(got.high)
     assert metric_draws(lambda pick: {"top1": 0.0}, resample(10, 0, seed=0)) == {}
+
+
+@pytest.mark.parametrize("task", ["single_label", "epic_action", "epic_verb_noun", "multi_label"])
+def test_a_resampled_clip_set_scores_as_if_it_were_the_evaluation_set(task):
+    """What the bootstrap computes from per-clip outcomes equals scoring the resampled clips from scratch."""
+    from fils_model.finetune_config import HeadConfig
+    from stages.evaluate.scoring import clip_outcomes, score
+
+    rng = np.random.default_rng(4)
+    n, classes, verbs, nouns = 60, 12, 4, 6
+    head = HeadConfig(task=task, num_classes=classes if task != "epic_verb_noun" else 0, num_verbs=verbs,
+                      num_nouns=nouns)
+    verb_of, noun_of = rng.integers(0, verbs, classes), rng.integers(0, nouns, classes)
+    if task == "epic_verb_noun":
+        scores = {"verb": rng.random((n, verbs)), "noun": rng.random((n, nouns))}
+        targets = {"verb": rng.integers(0, verbs, n), "noun": rng.integers(0, nouns, n)}
+    elif task == "multi_label":
+        scores, targets = {"label": rng.random((n, classes))}, {"label": (rng.random((n, classes)) < 0.2).astype(int)}
+    else:
+        key = "action" if task == "epic_action" else "label"
+        scores, targets = {key: rng.random((n, classes))}, {key: rng.integers(0, classes, n)}
+    outcomes = clip_outcomes(head, scores, targets, verb_of, noun_of)
+    assert outcomes.metrics() == score(head, scores, targets, verb_of, noun_of).metrics
+    for pick in resample(n, 5, seed=5):
+        expected = score(head, {k: v[pick] for k, v in scores.items()}, {k: v[pick] for k, v in targets.items()},
+                         verb_of, noun_of).metrics
+        assert outcomes.metrics(pick) == pytest.approx(expected)
