@@ -54,8 +54,7 @@ class PretrainTrainer(Trainer):
     def loss_floors(self) -> dict[str, float]:
         """Each active loss term's value at no learning; ActCLIP contrasts the global batch when it gathers
         negatives across ranks, else each rank's own."""
-        gathered = self.cfg.loss.gather_negatives and self.env.world_size > 1
-        candidates = self.cfg.trainer.global_batch_size if gathered else self.local_batch
+        candidates = self.cfg.trainer.global_batch_size if self.cfg.loss.gather_negatives else self.local_batch
         return loss_floors(self.cfg.loss, self.cfg.model, candidates)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,13 +20,6 @@ from stages.evaluate import metrics as m
 HEADLINE = ("top1", "action_top1", "mAP")  # the metric a benchmark is summarised by: the first one it reports
 
 
-@dataclass
-class Scored:
-    metrics: dict[str, float]
-    per_class: dict[str, np.ndarray]  # head (or verb/noun) -> per-class recall (or AP), NaN where absent
-    confusion: dict[str, np.ndarray]  # head -> (K, K) counts (single-label heads)
-
-
 Term = tuple[Literal["mean", "class_mean", "mAP"], tuple[np.ndarray, ...]]
 
 
@@ -77,14 +70,6 @@ def _check_targets(targets: dict[str, np.ndarray]) -> None:
         raise ValueError("nothing to score: no labelled, decodable clip in the evaluation split")
 
 
-def clip_outcomes(head: HeadConfig, scores: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-                  action_verbs: np.ndarray | None = None, action_nouns: np.ndarray | None = None) -> ClipOutcomes:
-    _check_targets(targets)
-    if head.task == "multi_label":
-        return ClipOutcomes({"mAP": ("mAP", (scores["label"], targets["label"]))})
-    return _outcomes(head, _single_label_heads(head, scores, targets, action_verbs, action_nouns), scores, targets)
-
-
 def _outcomes(head: HeadConfig, heads: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, np.ndarray],
               targets: dict[str, np.ndarray]) -> ClipOutcomes:
     out = ClipOutcomes()
@@ -101,19 +86,29 @@ def _outcomes(head: HeadConfig, heads: dict[str, tuple[np.ndarray, np.ndarray]],
     return out
 
 
+@dataclass
+class Scored:
+    metrics: dict[str, float]
+    per_class: dict[str, np.ndarray]  # head (or verb/noun) -> per-class recall (or AP), NaN where absent
+    confusion: dict[str, np.ndarray]  # head -> (K, K) counts (single-label heads)
+    outcomes: ClipOutcomes  # what ``metrics`` were computed from: a resampled clip set is scored from them
+
+
 def score(head: HeadConfig, scores: dict[str, np.ndarray], targets: dict[str, np.ndarray],
           action_verbs: np.ndarray | None = None, action_nouns: np.ndarray | None = None) -> Scored:
     """The task's metrics with per-class scores and confusion matrices."""
-    if head.task == "multi_label":
-        out = Scored(clip_outcomes(head, scores, targets).metrics(), {}, {})
-        keep = targets["label"].sum(axis=1) > 0
-        out.per_class["label"] = np.array([m.average_precision(scores["label"][keep, c], targets["label"][keep, c])
-                                           for c in range(head.num_classes)])
-        return out
     _check_targets(targets)
-    heads = _single_label_heads(head, scores, targets, action_verbs, action_nouns)
-    out = Scored(_outcomes(head, heads, scores, targets).metrics(), {}, {})
-    for name, (head_scores, labels) in heads.items():
-        out.confusion[name] = m.confusion_matrix(labels, head_scores.argmax(axis=1), head_scores.shape[1])
-        out.per_class[name] = m.per_class_recall(out.confusion[name])
-    return out
+    per_class: dict[str, np.ndarray] = {}
+    confusion: dict[str, np.ndarray] = {}
+    if head.task == "multi_label":
+        outcomes = ClipOutcomes({"mAP": ("mAP", (scores["label"], targets["label"]))})
+        keep = targets["label"].sum(axis=1) > 0
+        per_class["label"] = np.array([m.average_precision(scores["label"][keep, c], targets["label"][keep, c])
+                                       for c in range(head.num_classes)])
+    else:
+        heads = _single_label_heads(head, scores, targets, action_verbs, action_nouns)
+        outcomes = _outcomes(head, heads, scores, targets)
+        for name, (head_scores, labels) in heads.items():
+            confusion[name] = m.confusion_matrix(labels, head_scores.argmax(axis=1), head_scores.shape[1])
+            per_class[name] = m.per_class_recall(confusion[name])
+    return Scored(outcomes.metrics(), per_class, confusion, outcomes)

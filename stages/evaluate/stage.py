@@ -36,7 +36,7 @@ from stages.evaluate.bootstrap import Interval, intervals, metric_draws, paired_
 from stages.evaluate.predict import Predictions, predict
 from stages.evaluate.report import excluded_clips, render_report
 from stages.evaluate.results import read_results, record_results, result_rows, write_rows
-from stages.evaluate.scoring import Scored, clip_outcomes, score
+from stages.evaluate.scoring import Scored, score
 from stages.finetune.stage import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, RANDOM_INIT_CLASSIFIER_DIR, starts_from_pretrain
 from stages.pretrain.stage import training_loss_floors, training_metrics
 from stages.shard.tables import REJECTS_FILE, read_clips
@@ -51,6 +51,12 @@ PLOTS_DIR = "plots"
 # Every set of committed weights scored: protocol suffix in the results table, column title in the report.
 WEIGHTS = {CLASSIFIER_DIR: ("", "trained weights"), EMA_CLASSIFIER_DIR: ("+ema", "model EMA"),
            RANDOM_INIT_CLASSIFIER_DIR: ("+random_init", "random-init encoder")}
+
+
+def protocol_of(meta: dict[str, Any], weights: str) -> str:
+    """A classifier's protocol in the results table: its training mode, suffixed by which of the finetune stage's
+    weights it is (``WEIGHTS``)."""
+    return meta.get("mode", "full") + WEIGHTS.get(weights, ("", ""))[0]
 
 
 def results_path(cfg: FilsConfig) -> Path:
@@ -172,8 +178,7 @@ def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: 
     scores, targets = preds.arrays()
     verbs, nouns = meta.get("action_verbs"), meta.get("action_nouns")
     scored = score(model.head_cfg, scores, targets, verbs, nouns)
-    values = metric_draws(clip_outcomes(model.head_cfg, scores, targets, verbs, nouns).metrics,
-                          draws(len(preds.keys)))
+    values = metric_draws(scored.outcomes.metrics, draws(len(preds.keys)))
     return WeightsResult(preds, scored, meta, intervals(scored.metrics, values, ctx.cfg.evaluate.intervals.level),
                          values)
 
@@ -198,10 +203,10 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
             raise StageError(f"evaluate: the predictions of {name} cover other clips than those of {CLASSIFIER_DIR}; "
                              "rerun with --force evaluate")
     classifier = weights[CLASSIFIER_DIR]
-    benchmark, views, mode = main.meta.get("benchmark", "unknown"), cfg.evaluate.views.label, main.meta.get("mode", "full")
+    benchmark, views = main.meta.get("benchmark", "unknown"), cfg.evaluate.views.label
     rows = []
     for name, result in scored_results.items():
-        rows += result_rows(benchmark, weights_fingerprint(weights[name]), weights[name], mode + WEIGHTS[name][0],
+        rows += result_rows(benchmark, weights_fingerprint(weights[name]), weights[name], protocol_of(main.meta, name),
                             views, result.scored.metrics, len(result.preds.keys), excluded_clips(excluded))
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)

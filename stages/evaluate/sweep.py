@@ -28,7 +28,7 @@ from stages.evaluate.predict import predict
 from stages.evaluate.report import excluded_clips
 from stages.evaluate.results import evaluated_keys, read_results, record_results, result_rows
 from stages.evaluate.scoring import HEADLINE, score
-from stages.evaluate.stage import WEIGHTS, results_path, shard_rejects
+from stages.evaluate.stage import WEIGHTS, protocol_of, results_path, shard_rejects
 from stages.finetune.data import action_map, labelled_count
 from stages.finetune.stage import RANDOM_INIT_CLASSIFIER_DIR, fit_linear_probe, section_of
 
@@ -121,8 +121,7 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, checkpoints: list[Path] | None) -> 
             classifier = is_classifier_dir(checkpoint)
             model, meta = load_classifier(checkpoint) if classifier else (None, {})
             # a classifier folder of the finetune stage says which weights it holds (trained, EMA, random-init)
-            suffix = WEIGHTS.get(meta.get("weights", ""), ("", ""))[0]
-            protocol = meta.get("mode", "full") + suffix if classifier else "linear_probe"
+            protocol = protocol_of(meta, meta.get("weights", "")) if classifier else "linear_probe"
             if (benchmark, fingerprint, protocol, views) in done:
                 result.skipped.append(checkpoint)
                 continue

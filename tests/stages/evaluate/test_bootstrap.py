@@ -62,7 +62,7 @@ def test_no_resamples_gives_no_interval():
 def test_a_resampled_clip_set_scores_as_if_it_were_the_evaluation_set(task):
     """What the bootstrap computes from per-clip outcomes equals scoring the resampled clips from scratch."""
     from fils_model.finetune_config import HeadConfig
-    from stages.evaluate.scoring import clip_outcomes, score
+    from stages.evaluate.scoring import score
 
     rng = np.random.default_rng(4)
     n, classes, verbs, nouns = 60, 12, 4, 6
@@ -77,8 +77,9 @@ def test_a_resampled_clip_set_scores_as_if_it_were_the_evaluation_set(task):
     else:
         key = "action" if task == "epic_action" else "label"
         scores, targets = {key: rng.random((n, classes))}, {key: rng.integers(0, classes, n)}
-    outcomes = clip_outcomes(head, scores, targets, verb_of, noun_of)
-    assert outcomes.metrics() == score(head, scores, targets, verb_of, noun_of).metrics
+    scored = score(head, scores, targets, verb_of, noun_of)
+    outcomes = scored.outcomes
+    assert outcomes.metrics() == scored.metrics
     for pick in resample(n, 5, seed=5):
         expected = score(head, {k: v[pick] for k, v in scores.items()}, {k: v[pick] for k, v in targets.items()},
                          verb_of, noun_of).metrics
