@@ -1,9 +1,10 @@
 """The one Prefect flow, `fils`: runs the selected stages in DAG order through the artifact store.
 
 Every deployment (`fils/full-pipeline`, `fils/captions`, `fils/nightly-eval`, ...) is this flow with other
-default parameters. Each stage is a subflow; a stage's units (one per video or shard) are mapped over the
-configured task runner with retries; a unit that still fails fails the stage (nothing committed, finished units
-kept), with the reasons in the flow run's state message.
+default parameters. Each stage is a subflow; a stage's units (one per video or shard) are grouped into batches
+(``runtime.batch_max_units``, ``runtime.batch_max_mb``: one task run each) mapped over the configured task runner;
+each unit is retried and sealed on its own, and a unit that still fails fails the stage (nothing committed,
+finished units kept), with the reasons in the flow run's state message.
 """
 from __future__ import annotations
 
@@ -12,30 +13,32 @@ import multiprocessing
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from pebble import ProcessPool
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.logging.handlers import APILogHandler
 
 from flows.artifacts import publish_stage_artifacts, publish_sweep_artifacts
 from flows.reporting import FinishedDespiteOutage, api_reachable, api_url, best_effort
 from flows.runners import make_task_runner
-from pipeline.artifacts import ArtifactStore
+from pipeline.artifacts import ArtifactStore, unit_done
+from pipeline.batching import Batch, batch_units
 from pipeline.child_process import stop_when_parent_dies
 from pipeline.locks import stage_locks
-from pipeline.parallel import isolated_pool, run_units
+from pipeline.parallel import isolated_pool
 from pipeline.runner import (
     PreparedStage,
     StageError,
     StageOutcome,
     complete_stage,
-    execute_unit,
     ordered_stages,
     prepare_stage,
+    run_units_with_retries,
 )
-from pipeline.stage import Unit
+from pipeline.stage import StageContext, Unit
 from stages import registry
 from stages.config import FilsConfig, load_config
 from stages.packages import stage_packages
@@ -64,25 +67,23 @@ def _forward_logs() -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-@task(name="unit", task_run_name="{stage}:{unit.id}")
-def run_unit(stage: str, prepared_ctx: Any, unit: Unit, timeout_s: float | None) -> str:
-    """Run one unit; raise on failure so Prefect retries it. A timed unit runs in a worker process that is
-    killed when its time is up (native decoders can hang where a thread cannot stop them), under every task
-    runner: the stage's shared pool under the thread runner; under the process and Dask runners a process of its
-    own (a pool kept in their workers would keep them from exiting)."""
-    process = registry()[stage].process
+@task(name="batch", task_run_name="{stage}:batch-{batch.id}", cache_policy=NO_CACHE)
+def run_batch(stage: str, process: Callable[[StageContext, Unit, Path], dict[str, Any]], ctx: StageContext,
+              batch: Batch, timeout_s: float | None) -> dict[str, str]:
+    """Run one batch of a stage's units; return those that still failed after their retries, with the reason.
+    Each unit is sealed on its own, so a retried batch redoes only its unsealed units. A timed unit runs in a
+    worker process that is killed when its time is up (native decoders can hang where a thread cannot stop them),
+    under every task runner: the stage's shared pool under the thread runner; under the process and Dask runners a
+    pool of this batch's own (a pool kept in their workers would keep them from exiting)."""
     shared = _ISOLATION_POOLS.get(stage)
     if timeout_s is not None and shared is None and multiprocessing.current_process().daemon:
         raise StageError("this task runner's worker is a daemonic process, which cannot start the time-limited "
                          "process a unit runs in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
                          "in their environment, or use runtime.task_runner=process")
-    workers = 0 if timeout_s is None or shared is not None else 1
-    failures = run_units(execute_unit, [(unit.id, (process, prepared_ctx, unit))], workers=workers,
-                         timeout_s=timeout_s, desc=f"{stage}:{unit.id}", pool=shared)
-    if failures:
-        failure = failures[unit.id]
-        raise (RuntimeError if failure.retryable else StageError)(failure.reason)
-    return unit.id
+    todo = [u for u in batch.units if not unit_done(ctx.units_dir, u.id)]
+    failures = run_units_with_retries(process, ctx, todo, workers=0 if timeout_s is None else 1, timeout_s=timeout_s,
+                                      pool=shared, desc=f"{stage}:batch-{batch.id}")
+    return {unit: failure.reason for unit, failure in failures.items()}
 
 
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -92,8 +93,11 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
 
 def _run_units(prepared: PreparedStage) -> dict[str, str]:
     cfg, name = prepared.cfg, prepared.spec.name
-    unit_task = run_unit.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30],
-                                      retry_condition_fn=_retryable)
+    batches = batch_units(prepared.pending, cfg.runtime.batch_max_units, int(cfg.runtime.batch_max_mb * 2**20),
+                          cfg.runtime.workers)
+    # Retries of a batch whose task itself failed (its units retry inside it); a retry redoes only unsealed units.
+    batch_task = run_batch.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30],
+                                        retry_condition_fn=_retryable)
 
     kept: FinishedDespiteOutage[dict[str, str]] = FinishedDespiteOutage(f"the {name} units")
 
@@ -101,14 +105,18 @@ def _run_units(prepared: PreparedStage) -> dict[str, str]:
     def fan_out() -> dict[str, str]:
         progress = best_effort("the progress bar", create_progress_artifact, progress=0.0,
                                key=f"fils-{name.replace('_', '-')}-progress", description=f"{name}: units done")
-        futures = unit_task.map(name, prepared.ctx, prepared.pending, prepared.unit_timeout_s)
+        futures = batch_task.map(name, prepared.spec.process, prepared.ctx, batches, prepared.unit_timeout_s)
         failures: dict[str, str] = {}
-        shown = 0
-        for done, (unit, future) in enumerate(zip(prepared.pending, futures), start=1):
+        done = shown = 0
+        for batch, future in zip(batches, futures):
             future.wait()
             if future.state.is_failed():
-                failures[unit.id] = future.state.message or "failed"
-            percent = 100 * done // len(futures)
+                reason = future.state.message or "failed"
+                failures |= {u.id: reason for u in batch.units if not unit_done(prepared.ctx.units_dir, u.id)}
+            else:
+                failures |= future.result()
+            done += len(batch.units)
+            percent = 100 * done // len(prepared.pending)
             if progress is not None and percent > shown:  # at most 100 updates, however many units
                 best_effort("the progress bar", update_progress_artifact, progress, float(percent))
                 shown = percent
@@ -116,6 +124,7 @@ def _run_units(prepared: PreparedStage) -> dict[str, str]:
 
     if not prepared.pending:
         return {}
+    get_run_logger().info("%s: %d unit(s) in %d task(s)", name, len(prepared.pending), len(batches))
     if cfg.runtime.task_runner != "thread" or prepared.unit_timeout_s is None:
         return kept.call(fan_out)  # process/Dask workers are processes already; untimed units stream logs
     with isolated_pool(max(1, cfg.runtime.workers)) as pool:

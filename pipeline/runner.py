@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
+from pebble import ProcessPool
+
 from pipeline.artifacts import ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit, stage_fingerprint
 from pipeline.config import ConfigError, CoreConfig
 from pipeline.errors import ENVIRONMENT_ERRORS, StageError
 from pipeline.locks import stage_locks
-from pipeline.parallel import run_units, single_threaded
+from pipeline.parallel import UnitFailure, run_units, single_threaded
 from pipeline.stage import StageContext, StageSpec, Unit
 
 log = logging.getLogger("fils.runner")
@@ -237,24 +239,36 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
     return StageOutcome(spec.name, "ran", record)
 
 
+def run_units_with_retries(process: Callable[[StageContext, Unit, Path], dict[str, Any]], ctx: StageContext,
+                           units: list[Unit] | tuple[Unit, ...], *, workers: int, timeout_s: float | None,
+                           pool: ProcessPool | None = None, desc: str | None = None) -> dict[str, UnitFailure]:
+    """Run ``units``, each sealed on its own under the time limit ``timeout_s``, retrying the failed ones
+    ``runtime.unit_retries`` times; return the failures left. Used for all pending units of a stage (CLI) and for
+    one batch of them (a Prefect task): a failing unit never stops the others."""
+    retries = ctx.cfg.runtime.unit_retries
+    by_id = {u.id: u for u in units}
+    todo = list(by_id)
+    failures: dict[str, UnitFailure] = {}
+    for attempt in range(retries + 1):
+        if attempt:
+            log.warning("%s: retrying %d failed unit(s) (retry %d of %d)", ctx.stage, len(todo), attempt, retries)
+        again = run_units(execute_unit, [(u, (process, ctx, by_id[u])) for u in todo], workers=workers,
+                          timeout_s=timeout_s, desc=desc or ctx.stage, pool=pool)
+        failures = {u: f for u, f in failures.items() if u not in todo} | again
+        todo = [u for u, failure in again.items() if failure.retryable]
+        if not todo:
+            break
+    return failures
+
+
 def run_stage(spec: StageSpec, cfg: CoreConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
     """Run a stage with local worker processes (each unit under a time limit), holding its locks."""
     with stage_locks(store.workdir, spec.name, spec.upstream_for(cfg)):
         prepared = prepare_stage(spec, cfg, store, force)
         if isinstance(prepared, StageOutcome):
             return prepared
-        by_id = {u.id: u for u in prepared.pending}
-        failures = run_units(execute_unit, [(u.id, (spec.process, prepared.ctx, u)) for u in prepared.pending],
-                             workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
-        for attempt in range(1, cfg.runtime.unit_retries + 1):
-            retry = [u for u, failure in failures.items() if failure.retryable]
-            if not retry:
-                break
-            log.warning("%s: retrying %d failed unit(s) (retry %d of %d)", spec.name, len(retry), attempt,
-                        cfg.runtime.unit_retries)
-            again = run_units(execute_unit, [(u, (spec.process, prepared.ctx, by_id[u])) for u in retry],
-                              workers=cfg.runtime.workers, timeout_s=prepared.unit_timeout_s, desc=spec.name)
-            failures = {u: f for u, f in failures.items() if u not in retry} | again
+        failures = run_units_with_retries(spec.process, prepared.ctx, prepared.pending, workers=cfg.runtime.workers,
+                                          timeout_s=prepared.unit_timeout_s)
         return complete_stage(prepared, {u: f.reason for u, f in failures.items()})
 
 

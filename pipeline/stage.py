@@ -18,6 +18,7 @@ from pipeline.config import CoreConfig
 class Unit:
     id: str  # a file-name-safe identifier, stable across runs
     payload: dict[str, Any] = field(default_factory=dict)  # small, JSON-able
+    size_bytes: int = 0  # the input it reads, when known: batches are capped by it (pipeline/batching.py)
 
 
 @dataclass

@@ -23,3 +23,12 @@ class RuntimeConfig(Section):
         default=2, ge=0, le=10, description="Retries of a unit that failed (time-out, dead worker, I/O error); a "
         "unit that still fails fails the stage, with the finished units kept.",
     )
+    batch_max_units: int = Field(
+        default=500, ge=1, description="Most units (videos, shards) one Prefect task runs. Each unit keeps its own "
+        "time limit, retries and seal, so a bad video still fails alone; batching only bounds the task runs a stage "
+        "makes (hundreds for a 220k-video dataset). Fewer per batch when a stage has under 4 batches per worker.",
+    )
+    batch_max_mb: float = Field(
+        default=1024.0, gt=0, description="Most input (MB of source video) one Prefect task runs; a larger unit "
+        "is a task of its own.",
+    )

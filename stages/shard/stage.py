@@ -5,6 +5,7 @@ One unit of work is one source video, so a bad or hanging file costs only its ow
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -82,8 +83,18 @@ def _plan(ctx: StageContext) -> list[Unit]:
     for source, clips in sorted(by_source.items()):
         name = _display_path(clips[0], root)
         unit_id = "v" + hashlib.sha1(name.encode()).hexdigest()[:16]
-        units.append(Unit(unit_id, {"source": str(source), "name": name, "keys": [c.key for c in clips]}))
+        units.append(Unit(unit_id, {"source": str(source), "name": name, "clips": [_clip_json(c) for c in clips]},
+                          size_bytes=source.stat().st_size))
     return units
+
+
+def _clip_json(clip: ClipSpec) -> dict[str, Any]:
+    """A unit carries its video's clips, so a worker never lists the whole dataset again."""
+    return {**dataclasses.asdict(clip), "source": str(clip.source)}
+
+
+def _clip_of(data: dict[str, Any]) -> ClipSpec:
+    return ClipSpec(**{**data, "source": Path(data["source"]), "labels": tuple(data["labels"])})
 
 
 def _requests(clips: list[ClipSpec], cfg: FilsConfig) -> list[ClipRequest]:
@@ -136,8 +147,7 @@ def video_rejects(name: str, clips: list[ClipSpec], reason: str) -> list[dict[st
 def process_video(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
     cfg = ctx.cfg
     source, name = Path(unit.payload["source"]), unit.payload["name"]
-    wanted = set(unit.payload["keys"])
-    specs = [c for c in clips_for(cfg) if c.key in wanted]
+    specs = [_clip_of(c) for c in unit.payload["clips"]]
     metas: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     try:

@@ -1,5 +1,6 @@
 """The `fils` flow in-process on a temporary Prefect server: task runners, retries, failure reporting."""
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import stages.captions.stage
+import stages.shard.stage
 from flows.fils_flow import fils
 from tests.helpers import hold_stage_lock
 
@@ -100,3 +102,23 @@ def test_a_run_already_on_the_stage_keeps_the_flow_out(tmp_path, samples_dir):
         holder.wait()
     assert fils(config_path="configs/demo.yaml", stages=["shard"], overrides=_overrides(tmp_path, samples_dir)) == \
         {"shard": "ran"}
+
+
+def _fail_one_video(ctx, unit, out_dir):
+    if unit.payload["name"] == "synthetic/circle/circle_001.mp4":
+        raise OSError("this video's disk sector is unreadable")
+    return stages.shard.stage.process_video(ctx, unit, out_dir)
+
+
+def test_a_failing_unit_fails_alone_inside_its_batch(tmp_path, samples_dir, monkeypatch):
+    """Every unit of the batch but the failing one is sealed; the stage fails naming only that unit, and the rerun
+    runs only it."""
+    overrides = _overrides(tmp_path, samples_dir, "runtime.unit_retries=1", "runtime.batch_max_units=500")
+    monkeypatch.setattr(stages.shard.stage, "SPEC", replace(stages.shard.stage.SPEC, process=_fail_one_video))
+    state = fils(config_path="configs/demo.yaml", stages=["shard"], overrides=overrides, return_state=True)
+    assert state.is_failed() and "shard: 1 of " in state.message and "disk sector is unreadable" in state.message
+    units = [d for d in (tmp_path / ".staging" / "shard").glob("*/units/*") if not d.name.startswith(".")]
+    monkeypatch.undo()
+    assert fils(config_path="configs/demo.yaml", stages=["shard"], overrides=overrides) == {"shard": "ran"}
+    record = json.loads((tmp_path / "shard" / "_SUCCESS.json").read_text())
+    assert record["timings"]["units_run"] == 1 and record["timings"]["units"] == len(units) + 1
