@@ -91,7 +91,7 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(state.result(raise_on_failure=False), StageError)
 
 
-def _run_units(prepared: PreparedStage) -> dict[str, str]:
+def fan_out_units(prepared: PreparedStage) -> dict[str, str]:
     cfg, name = prepared.cfg, prepared.spec.name
     batches = batch_units(prepared.pending, cfg.runtime.batch_max_units, int(cfg.runtime.batch_max_mb * 2**20),
                           cfg.runtime.workers)
@@ -148,7 +148,7 @@ def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
                 logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])
                 outcome = prepared
             else:
-                outcome = complete_stage(prepared, _run_units(prepared))
+                outcome = complete_stage(prepared, fan_out_units(prepared))
                 logger.info("%s ran: %s", name, outcome.record.row_counts)
         best_effort(f"the {name} artifacts", publish_stage_artifacts, outcome, cfg.workdir)
         return kept.keep(outcome)
