@@ -84,6 +84,26 @@ class TextEncoderConfig(Section):
         return self
 
 
+class CaptionQualityConfig(Section):
+    """The caption quality report (always written) and its gate (stages/captions/quality.py): a shard past a
+    threshold fails the stage before pre-training consumes its captions; captions stay cached."""
+
+    gate: Literal["generated", "always", "off"] = Field(
+        default="generated", description="Which captions the thresholds judge: `generated` (VideoBLIP's only; a "
+        "dataset's narrations or a user's file are what they are), `always`, or `off` (report only).",
+    )
+    min_clips: int = Field(default=10, ge=1, description="Shards with fewer clips are reported, not judged.")
+    max_empty_rate: float | None = Field(
+        default=0.5, ge=0, le=1, description="Most clips of a shard without a usable caption (None: no limit).")
+    max_top_caption_share: float | None = Field(
+        default=0.5, ge=0, le=1, description="Largest share of a shard's captioned clips that one caption may have "
+        "(one caption for a whole shard: 1.0).")
+    max_neighbour_cosine: float | None = Field(
+        default=0.98, ge=-1, le=1, description="Highest mean cosine between the embeddings of consecutive "
+        "captioned clips of a video, over a shard (a video captioned with one sentence: 1.0).")
+    top_captions: int = Field(default=10, ge=1, le=100, description="Most frequent captions listed in the report.")
+
+
 class CaptionsConfig(Section):
     source: CaptionSource = Field(
         default="videoblip",
@@ -112,6 +132,7 @@ class CaptionsConfig(Section):
     generation: GenerationConfig = GenerationConfig()
     file: Path | None = Field(default=None, description="source=file: Parquet or CSV with columns key, caption.")
     text_encoder: TextEncoderConfig = TextEncoderConfig()
+    quality: CaptionQualityConfig = CaptionQualityConfig()
 
     @field_validator("device")
     @classmethod

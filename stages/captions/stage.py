@@ -7,6 +7,9 @@ the expensive part, so they are also cached outside the stage output, under
 rename). The stage fingerprint covers caption and text-encoder settings; when only the text encoder
 changes, every shard finds its captions in the cache and only the embeddings are recomputed.
 
+Before the commit, a caption quality report is written into the output and its gate applied
+(``stages.captions.quality``): bad captions fail the stage here, not days into pre-training.
+
 Models are loaded once per worker process. On a GPU every worker holds a full captioner: use
 ``runtime.workers: 1`` per GPU. A shard's time limit is ``captions.unit_timeout_s`` (raise it on CPU).
 """
@@ -32,9 +35,12 @@ from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from stages.captions.config import CaptionsConfig, TextEncoderConfig
 from stages.captions.embeddings import embed_captions
+from stages.captions.quality import caption_lengths, gate_applies, measure, top_captions, violations
+from stages.captions.quality_report import PLOT_FILE, REPORT_FILE, write_quality_report
 from stages.captions.sources import caption_shard, load_caption_file
 from stages.captions.tables import CAPTIONS_FILE, EMBEDDINGS_FILE, STATUS_OK, write_parquet
 from stages.config import FilsConfig
+from stages.shard.tables import read_clips
 
 log = logging.getLogger("fils.captions")
 
@@ -77,7 +83,8 @@ def _encoder_settings(te: TextEncoderConfig) -> dict[str, Any]:
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    return {"captions": _caption_settings(cfg.captions), "text_encoder": _encoder_settings(cfg.captions.text_encoder)}
+    return {"captions": _caption_settings(cfg.captions), "text_encoder": _encoder_settings(cfg.captions.text_encoder),
+            "quality": cfg.captions.quality.model_dump(mode="json")}
 
 
 def _caption_cache(ctx: StageContext, shard_name: str) -> Path:
@@ -137,6 +144,7 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     reused = {u.id: json.loads((f / UNIT_FILE).read_text())["captions_reused"] for u, f in zip(units, folders)}
     statuses = Counter(s.split(":")[0] for s in captions.column("status").to_pylist())
     ok = statuses.get(STATUS_OK, 0)
+    quality = _judge_quality(ctx, captions, embeddings)
     return StageResult(
         row_counts={"clips": captions.num_rows, "captioned": ok, "without_caption": captions.num_rows - ok,
                     "shards": len(units)},
@@ -144,8 +152,31 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
                "encoder_id": embeddings.column("encoder_id")[0].as_py(),
                # embeddings are computed for every shard of a run; captions come from the cache when they can
                "captions_reused_shards": sorted(k for k, v in reused.items() if v),
-               "captions_generated_shards": sorted(k for k, v in reused.items() if not v)},
+               "captions_generated_shards": sorted(k for k, v in reused.items() if not v),
+               "report": REPORT_FILE, "images": [PLOT_FILE], "quality": quality},
     )
+
+
+def _judge_quality(ctx: StageContext, captions: pa.Table, embeddings: pa.Table) -> dict[str, Any]:
+    """Write the caption quality report into the output and apply its gate: a shard past a threshold fails the
+    stage here, before the commit (the sealed units and the caption cache are kept)."""
+    qcfg, source = ctx.cfg.captions.quality, ctx.cfg.captions.source
+    clips = read_clips(ctx.upstream_dir("shard"), ["key", "source_path", "start"]).to_pylist()
+    rows = measure(captions, embeddings, {c["key"]: (c["source_path"], c["start"]) for c in clips})
+    gated = gate_applies(qcfg, source)
+    failed = violations(rows, qcfg) if gated else []
+    write_quality_report(ctx.output_dir, source, rows, caption_lengths(captions),
+                         top_captions(captions, qcfg.top_captions), qcfg, gated, failed)
+    if failed:
+        shown = "\n".join(f"  {line}" for line in failed[:10]) + (f"\n  ... and {len(failed) - 10} more"
+                                                                 if len(failed) > 10 else "")
+        raise StageError(f"captions: the caption quality gate failed:\n{shown}\nthe report is "
+                         f"{ctx.output_dir / REPORT_FILE}; nothing was committed and the captions are kept "
+                         "(cached). Fix the captioner (model, prompt, generation settings), or accept these "
+                         "captions with captions.quality.gate=off or a higher threshold")
+    overall = rows[-1]
+    return {"gate": "passed" if gated else "not applied", "empty_rate": round(overall.empty_rate, 4),
+            "top_caption_share": round(overall.top_caption_share, 4), "distinct_2": round(overall.distinct_2, 4)}
 
 
 def _unit_timeout_s(cfg: FilsConfig) -> float:

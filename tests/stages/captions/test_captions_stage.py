@@ -72,8 +72,10 @@ def _config(tmp_path: Path, samples_dir: Path, shards: Path, overrides: list[str
 
 
 def _videoblip(checkpoint: Path, encoder: Path | str, **extra):
+    # A random model's captions are what the quality gate exists to stop; these tests are about everything else.
     return {"source": "videoblip", "model": str(checkpoint), "prompt": PROMPT, "num_frames": 2, "image_size": 32,
-            "batch_size": 4, "generation": {"max_new_tokens": 3}, "text_encoder": {"model": str(encoder)}, **extra}
+            "batch_size": 4, "generation": {"max_new_tokens": 3}, "text_encoder": {"model": str(encoder)},
+            "quality": {"gate": "off"}, **extra}
 
 
 def _run(cfg):
@@ -285,3 +287,33 @@ def test_generation_config_mirrors_the_captioner_settings_and_demo_uses_narratio
     assert GenerationConfig().to_settings() == GenerationSettings()
     demo = load_config(REPO / "configs" / "demo.yaml")
     assert demo.captions.source == "narration" and demo.captions.text_encoder.backend == "hf"
+
+
+def test_a_shard_with_one_caption_fails_the_quality_gate_and_loses_nothing(tmp_path, samples_dir, two_shards,
+                                                                           tiny_encoder):
+    """One shard captioned with one sentence fails the gate, the healthy shard passes; nothing is committed, the
+    report says why; accepting the captions (gate off) reruns from the cache and commits the report."""
+    shutil.copytree(two_shards, tmp_path / "shard")
+    clips = read_clips(tmp_path / "shard", ["key", "shard"]).to_pylist()
+    lines = ["key,caption"] + [f"{c['key']},a person is doing something" if c["shard"] == "train-000000.tar"
+                               else f"{c['key']},clip number {i} shows a {('red', 'green', 'blue')[i % 3]} thing"
+                               for i, c in enumerate(clips)]
+    (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
+    settings = {"source": "file", "file": str(tmp_path / "mine.csv"), "text_encoder": {"model": str(tiny_encoder)},
+                "quality": {"gate": "always", "min_clips": 2, "max_neighbour_cosine": None}}
+    with pytest.raises(StageError, match="caption quality gate failed") as failure:
+        _run(_config(tmp_path, samples_dir, two_shards, **settings))
+    message = str(failure.value)
+    assert "train-000000.tar: top_caption_share 1.00 > captions.quality.max_top_caption_share 0.5" in message
+    assert "train-000001.tar" not in message and not (tmp_path / "captions").exists()
+    report = Path(message.split("the report is ")[1].split(";")[0])
+    assert report.is_file() and "**failed**" in report.read_text() and "| a person is doing something |" in \
+        report.read_text()
+
+    settings["quality"] = {"gate": "off"}
+    outcome = _run(_config(tmp_path, samples_dir, two_shards, **settings))
+    assert outcome.record.extra["quality"]["gate"] == "not applied"
+    assert outcome.record.extra["report"] == "quality.md" and (tmp_path / "captions" / "quality.png").is_file()
+    quality = {r["shard"]: r for r in pq.read_table(tmp_path / "captions" / "quality.parquet").to_pylist()}
+    assert quality["train-000000.tar"]["top_caption_share"] == 1.0 and quality["train-000000.tar"]["distinct_2"] < 0.2
+    assert quality["train-000001.tar"]["top_caption_share"] < 0.5 and quality["(all)"]["clips"] == len(clips)
