@@ -22,21 +22,26 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging.handlers import APILogHandler
 
 from flows.artifacts import publish_stage_artifacts, publish_sweep_artifacts
+from flows.gpu_slots import gpu_slots
 from flows.reporting import FinishedDespiteOutage, api_reachable, api_url, best_effort
 from flows.runners import make_task_runner
 from pipeline.artifacts import ArtifactStore, unit_done
 from pipeline.batching import Batch, batch_units
 from pipeline.child_process import stop_when_parent_dies
+from pipeline.gpus import PinnedPools
 from pipeline.locks import stage_locks
-from pipeline.parallel import isolated_pool
 from pipeline.runner import (
     PreparedStage,
     StageError,
     StageOutcome,
     complete_stage,
+    gpus_used,
     ordered_stages,
     prepare_stage,
     run_units_with_retries,
+    unit_gpus,
+    unit_pool,
+    unit_workers,
 )
 from pipeline.stage import StageContext, Unit
 from stages import registry
@@ -69,20 +74,27 @@ def _forward_logs() -> Iterator[None]:
 
 @task(name="batch", task_run_name="{stage}:batch-{batch.id}", cache_policy=NO_CACHE)
 def run_batch(stage: str, process: Callable[[StageContext, Unit, Path], dict[str, Any]], ctx: StageContext,
-              batch: Batch, timeout_s: float | None) -> dict[str, str]:
+              batch: Batch, timeout_s: float | None, gpu: int | None = None) -> dict[str, str]:
     """Run one batch of a stage's units; return those that still failed after their retries, with the reason.
     Each unit is sealed on its own, so a retried batch redoes only its unsealed units. A timed unit runs in a
     worker process that is killed when its time is up (native decoders can hang where a thread cannot stop them),
     under every task runner: the stage's shared pool under the thread runner; under the process and Dask runners a
-    pool of this batch's own (a pool kept in their workers would keep them from exiting)."""
+    process of this batch's own (a pool kept in their workers would keep them from exiting), pinned to ``gpu``
+    when the units need one."""
     shared = _ISOLATION_POOLS.get(stage)
     if timeout_s is not None and shared is None and multiprocessing.current_process().daemon:
         raise StageError("this task runner's worker is a daemonic process, which cannot start the time-limited "
                          "process a unit runs in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
                          "in their environment, or use runtime.task_runner=process")
     todo = [u for u in batch.units if not unit_done(ctx.units_dir, u.id)]
-    failures = run_units_with_retries(process, ctx, todo, workers=0 if timeout_s is None else 1, timeout_s=timeout_s,
-                                      pool=shared, desc=f"{stage}:batch-{batch.id}")
+    own = PinnedPools([gpu], 1) if shared is None and timeout_s is not None and gpu is not None else None
+    try:
+        failures = run_units_with_retries(process, ctx, todo, workers=0 if timeout_s is None else 1,
+                                          timeout_s=timeout_s, pool=shared or own, desc=f"{stage}:batch-{batch.id}")
+    finally:
+        if own is not None:
+            own.close()
+            own.join()
     return {unit: failure.reason for unit, failure in failures.items()}
 
 
@@ -93,19 +105,23 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
 
 def fan_out_units(prepared: PreparedStage) -> dict[str, str]:
     cfg, name = prepared.cfg, prepared.spec.name
+    workers = unit_workers(prepared.spec, cfg)
     batches = batch_units(prepared.pending, cfg.runtime.batch_max_units, int(cfg.runtime.batch_max_mb * 2**20),
-                          cfg.runtime.workers)
+                          workers)
     # Retries of a batch whose task itself failed (its units retry inside it); a retry redoes only unsealed units.
     batch_task = run_batch.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30],
                                         retry_condition_fn=_retryable)
+    gpus = unit_gpus(prepared.spec, cfg)
+    batch_gpus = [gpus[i % len(gpus)] if gpus else None for i in range(len(batches))]  # process/Dask: in turn
 
     kept: FinishedDespiteOutage[dict[str, str]] = FinishedDespiteOutage(f"the {name} units")
 
-    @flow(name=f"{name}-units", task_runner=make_task_runner(cfg))
+    @flow(name=f"{name}-units", task_runner=make_task_runner(cfg, workers))
     def fan_out() -> dict[str, str]:
         progress = best_effort("the progress bar", create_progress_artifact, progress=0.0,
                                key=f"fils-{name.replace('_', '-')}-progress", description=f"{name}: units done")
-        futures = batch_task.map(name, prepared.spec.process, prepared.ctx, batches, prepared.unit_timeout_s)
+        futures = batch_task.map(name, prepared.spec.process, prepared.ctx, batches, prepared.unit_timeout_s,
+                                 batch_gpus)
         failures: dict[str, str] = {}
         done = shown = 0
         for batch, future in zip(batches, futures):
@@ -127,7 +143,7 @@ def fan_out_units(prepared: PreparedStage) -> dict[str, str]:
     get_run_logger().info("%s: %d unit(s) in %d task(s)", name, len(prepared.pending), len(batches))
     if cfg.runtime.task_runner != "thread" or prepared.unit_timeout_s is None:
         return kept.call(fan_out)  # process/Dask workers are processes already; untimed units stream logs
-    with isolated_pool(max(1, cfg.runtime.workers)) as pool:
+    with unit_pool(prepared.spec, cfg) as pool:
         _ISOLATION_POOLS[name] = pool
         try:
             return kept.call(fan_out)
@@ -148,7 +164,8 @@ def run_stage_in_flow(name: str, cfg: FilsConfig, force: bool) -> StageOutcome:
                 logger.info("%s is up to date (fingerprint %s): skipped", name, prepared.record.fingerprint[:12])
                 outcome = prepared
             else:
-                outcome = complete_stage(prepared, fan_out_units(prepared))
+                with gpu_slots(cfg, name, gpus_used(spec, cfg)):
+                    outcome = complete_stage(prepared, fan_out_units(prepared))
                 logger.info("%s ran: %s", name, outcome.record.row_counts)
         best_effort(f"the {name} artifacts", publish_stage_artifacts, outcome, cfg.workdir)
         return kept.keep(outcome)

@@ -12,8 +12,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config.runtime import RuntimeConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POOL = "fils-local"
+GPU_SLOTS: str = RuntimeConfig.model_fields["gpu_slots"].default  # the limit runtime.gpu_slots names
 
 
 def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -89,7 +92,18 @@ def start_server(home: Path, port: int | None = None, startup_timeout: float = 1
 
 def deploy_all(local: LocalPrefect) -> None:
     local.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
+    ensure_gpu_slots(local)
     local.prefect("--no-prompt", "deploy", "--all")
+
+
+def ensure_gpu_slots(local: LocalPrefect, name: str = GPU_SLOTS) -> None:
+    """The global concurrency limit that GPU stages hold a slot of per GPU (flows/gpu_slots.py), with one slot per
+    GPU of this machine (at least one), unless it exists: an operator's own size is kept."""
+    if local.prefect("gcl", "inspect", name, check=False).returncode == 0:
+        return
+    from pipeline.gpus import visible_gpus
+
+    local.prefect("gcl", "create", name, "--limit", str(max(1, len(visible_gpus()))))
 
 
 def run_deployment(local: LocalPrefect, name: str, params: dict[str, object] | None = None) -> str:

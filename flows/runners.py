@@ -6,8 +6,9 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from stages.config import FilsConfig
 
 
-def make_task_runner(cfg: FilsConfig) -> TaskRunner:
-    workers = max(1, cfg.runtime.workers)
+def make_task_runner(cfg: FilsConfig, workers: int) -> TaskRunner:
+    """``workers`` tasks at a time (the stage's unit workers: ``runtime.workers``, or one per pinned GPU slot)."""
+    workers = max(1, workers)
     if cfg.runtime.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if cfg.runtime.task_runner == "process":

@@ -23,6 +23,13 @@ def nproc_of(launch: LaunchConfig) -> int:
     return max(1, torch.cuda.device_count())
 
 
+def gpus_of(launch: LaunchConfig) -> int:
+    """GPUs a training run occupies on this node: one per process when it trains on GPUs, none on CPU."""
+    import torch
+
+    return nproc_of(launch) if torch.cuda.is_available() else 0
+
+
 def launch_command(entry: str, job_path: Path, launch: LaunchConfig) -> list[str]:
     """The command that trains ``job_path`` with the module ``entry``. Without ``torchrun_args`` a torchrun uses a
     standalone rendezvous on a free port, so two runs on one machine never meet."""

@@ -85,11 +85,12 @@ def _describe(exc: BaseException, timeout_s: float | None) -> str:
 
 
 def run_units(fn: UnitFn, jobs: list[tuple[str, tuple[Any, ...]]], workers: int, timeout_s: float | None,
-              desc: str, pool: ProcessPool | None = None) -> dict[str, UnitFailure]:
+              desc: str, pool: Any = None) -> dict[str, UnitFailure]:
     """Call ``fn(*args)`` for each ``(unit_id, args)``; return the failures of the units that failed.
 
-    Units run in ``pool`` (or a pool of ``workers`` processes made for the call); ``workers == 0`` runs them
-    inline (no isolation, no time limit): meant for debugging. ``timeout_s=None``: no limit.
+    Units run in ``pool`` (a pebble ``ProcessPool`` or ``pipeline.gpus.PinnedPools``; else a pool of ``workers``
+    processes made for the call); ``workers == 0`` runs them inline (no isolation, no time limit): meant for
+    debugging. ``timeout_s=None``: no limit.
     """
     failures: dict[str, UnitFailure] = {}
     with progress(len(jobs), desc) as bar:

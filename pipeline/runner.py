@@ -14,8 +14,9 @@ from pebble import ProcessPool
 from pipeline.artifacts import ArtifactStore, StageRun, SuccessRecord, new_unit_tmp, seal_unit, stage_fingerprint
 from pipeline.config import ConfigError, CoreConfig
 from pipeline.errors import ENVIRONMENT_ERRORS, StageError
+from pipeline.gpus import PinnedPools, resolve_gpus
 from pipeline.locks import stage_locks
-from pipeline.parallel import UnitFailure, run_units, single_threaded
+from pipeline.parallel import UnitFailure, isolated_pool, run_units, single_threaded
 from pipeline.stage import StageContext, StageSpec, Unit
 
 log = logging.getLogger("fils.runner")
@@ -241,7 +242,8 @@ def complete_stage(prepared: PreparedStage, failures: dict[str, str]) -> StageOu
 
 def run_units_with_retries(process: Callable[[StageContext, Unit, Path], dict[str, Any]], ctx: StageContext,
                            units: list[Unit] | tuple[Unit, ...], *, workers: int, timeout_s: float | None,
-                           pool: ProcessPool | None = None, desc: str | None = None) -> dict[str, UnitFailure]:
+                           pool: ProcessPool | PinnedPools | None = None, desc: str | None = None
+                           ) -> dict[str, UnitFailure]:
     """Run ``units``, each sealed on its own under the time limit ``timeout_s``, retrying the failed ones
     ``runtime.unit_retries`` times; return the failures left. Used for all pending units of a stage (CLI) and for
     one batch of them (a Prefect task): a failing unit never stops the others."""
@@ -261,14 +263,46 @@ def run_units_with_retries(process: Callable[[StageContext, Unit, Path], dict[st
     return failures
 
 
+def unit_gpus(spec: StageSpec, cfg: CoreConfig) -> list[int]:
+    """The GPUs a stage's unit workers are pinned to (each worker one of them; empty: CPU workers). Inline runs
+    (``runtime.workers: 0``, for debugging) are never pinned."""
+    if spec.units_on_gpu is None or cfg.runtime.workers == 0 or not spec.units_on_gpu(cfg):
+        return []
+    return resolve_gpus(cfg.runtime.gpus)
+
+
+def gpus_used(spec: StageSpec, cfg: CoreConfig) -> int:
+    """GPUs a run of ``spec`` occupies: its pinned unit workers' GPUs, or what the stage holds itself."""
+    pinned = unit_gpus(spec, cfg)
+    return len(pinned) if pinned else (spec.gpus_held(cfg) if spec.gpus_held is not None else 0)
+
+
+def unit_workers(spec: StageSpec, cfg: CoreConfig) -> int:
+    """How many unit workers a stage runs at once: ``runtime.workers_per_gpu`` per pinned GPU, else
+    ``runtime.workers``."""
+    gpus = unit_gpus(spec, cfg)
+    return len(gpus) * cfg.runtime.workers_per_gpu if gpus else cfg.runtime.workers
+
+
+def unit_pool(spec: StageSpec, cfg: CoreConfig) -> ProcessPool | PinnedPools:
+    """The worker processes a stage's units run in: pinned to the GPUs when its units need one."""
+    gpus = unit_gpus(spec, cfg)
+    return PinnedPools(gpus, cfg.runtime.workers_per_gpu) if gpus else isolated_pool(max(1, cfg.runtime.workers))
+
+
 def run_stage(spec: StageSpec, cfg: CoreConfig, store: ArtifactStore, force: bool = False) -> StageOutcome:
     """Run a stage with local worker processes (each unit under a time limit), holding its locks."""
     with stage_locks(store.workdir, spec.name, spec.upstream_for(cfg)):
         prepared = prepare_stage(spec, cfg, store, force)
         if isinstance(prepared, StageOutcome):
             return prepared
-        failures = run_units_with_retries(spec.process, prepared.ctx, prepared.pending, workers=cfg.runtime.workers,
-                                          timeout_s=prepared.unit_timeout_s)
+        if cfg.runtime.workers == 0:
+            failures = run_units_with_retries(spec.process, prepared.ctx, prepared.pending, workers=0,
+                                              timeout_s=prepared.unit_timeout_s)
+        else:
+            with unit_pool(spec, cfg) as pool:
+                failures = run_units_with_retries(spec.process, prepared.ctx, prepared.pending, workers=1,
+                                                  timeout_s=prepared.unit_timeout_s, pool=pool)
         return complete_stage(prepared, {u: f.reason for u, f in failures.items()})
 
 

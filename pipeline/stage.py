@@ -69,6 +69,12 @@ class StageSpec:
     # ``sections`` must reach the fingerprint through ``config_of`` (tests/stages/test_fingerprint_coverage.py checks it).
     sections: tuple[str, ...] = ()
     runtime_only: tuple[str, ...] = ()
+    # Whether a config's units each need a GPU (a captioner): they then run in unit workers pinned one GPU each
+    # (runtime.gpus, runtime.workers_per_gpu; pipeline/gpus.py).
+    units_on_gpu: Callable[[CoreConfig], bool] | None = None
+    # GPUs a config's run occupies otherwise (a training stage's processes). Under Prefect a run holds one slot of
+    # runtime.gpu_slots per GPU it uses, pinned or held.
+    gpus_held: Callable[[CoreConfig], int] | None = None
 
     def upstream_for(self, cfg: CoreConfig) -> tuple[str, ...]:
         """The upstream stages this config reads, in the order of ``upstream``."""

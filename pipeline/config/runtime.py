@@ -32,3 +32,14 @@ class RuntimeConfig(Section):
         default=1024.0, gt=0, description="Most input (MB of source video) one Prefect task runs; a larger unit "
         "is a task of its own.",
     )
+    gpus: list[int] | Literal["auto"] = Field(
+        default="auto", description="GPUs for the units of a stage that uses one (captions with VideoBLIP): `auto` "
+        "every visible GPU, or device indices (e.g. [0, 1]); each unit worker is pinned to one of them "
+        "(CUDA_VISIBLE_DEVICES) and loads its model once. With no GPU, `runtime.workers` CPU workers.",
+    )
+    workers_per_gpu: int = Field(default=1, ge=1, description="Unit workers sharing one GPU (each holds a model).")
+    gpu_slots: str | None = Field(
+        default="fils-gpu", description="Prefect global concurrency limit whose slots a stage holds for each GPU "
+        "it uses, so flow runs on one node never oversubscribe its GPUs (create it with N slots: `prefect gcl "
+        "create fils-gpu --limit N`; a missing limit is not waited for). None: no slots.",
+    )

@@ -88,9 +88,9 @@ class CaptionQualityConfig(Section):
     """The caption quality report (always written) and its gate (stages/captions/quality.py): a shard past a
     threshold fails the stage before pre-training consumes its captions; captions stay cached."""
 
-    gate: Literal["generated", "always", "off"] = Field(
+    gate: Literal["generated", "always", "never"] = Field(
         default="generated", description="Which captions the thresholds judge: `generated` (VideoBLIP's only; a "
-        "dataset's narrations or a user's file are what they are), `always`, or `off` (report only).",
+        "dataset's narrations or a user's file are what they are), `always`, or `never` (report only; not `off`, which YAML reads as false).",
     )
     min_clips: int = Field(default=10, ge=1, description="Shards with fewer clips are reported, not judged.")
     max_empty_rate: float | None = Field(

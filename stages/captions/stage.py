@@ -10,8 +10,9 @@ changes, every shard finds its captions in the cache and only the embeddings are
 Before the commit, a caption quality report is written into the output and its gate applied
 (``stages.captions.quality``): bad captions fail the stage here, not days into pre-training.
 
-Models are loaded once per worker process. On a GPU every worker holds a full captioner: use
-``runtime.workers: 1`` per GPU. A shard's time limit is ``captions.unit_timeout_s`` (raise it on CPU).
+Models are loaded once per worker process. With VideoBLIP on GPUs, each worker is pinned to one GPU
+(``runtime.gpus``, ``runtime.workers_per_gpu``) and the shards spread over all of them. A shard's time limit is
+``captions.unit_timeout_s`` (raise it on CPU).
 """
 from __future__ import annotations
 
@@ -111,9 +112,6 @@ def _plan(ctx: StageContext) -> list[Unit]:
     if cfg.source == "file":
         assert cfg.file is not None  # the config validator guarantees it
         load_caption_file(cfg.file)  # a bad file is a config error before any worker starts
-    if cfg.source == "videoblip" and ctx.cfg.runtime.workers > 1 and cfg.device != "cpu":
-        log.info("captions: each of the %d workers loads its own captioner; on a GPU use runtime.workers=1 "
-                 "per GPU", ctx.cfg.runtime.workers)
     for leftover in (ctx.workdir / CACHE_SUBDIR).glob(".*.tmp-*"):  # entries a killed run left unsealed
         shutil.rmtree(leftover, ignore_errors=True)
     shards = shard_paths(ctx.upstream_dir("shard"))
@@ -173,7 +171,7 @@ def _judge_quality(ctx: StageContext, captions: pa.Table, embeddings: pa.Table) 
         raise StageError(f"captions: the caption quality gate failed:\n{shown}\nthe report is "
                          f"{ctx.output_dir / REPORT_FILE}; nothing was committed and the captions are kept "
                          "(cached). Fix the captioner (model, prompt, generation settings), or accept these "
-                         "captions with captions.quality.gate=off or a higher threshold")
+                         "captions with captions.quality.gate=never or a higher threshold")
     overall = rows[-1]
     return {"gate": "passed" if gated else "not applied", "empty_rate": round(overall.empty_rate, 4),
             "top_caption_share": round(overall.top_caption_share, 4), "distinct_2": round(overall.distinct_2, 4)}
@@ -183,6 +181,12 @@ def _unit_timeout_s(cfg: FilsConfig) -> float:
     return cfg.captions.unit_timeout_s
 
 
+def _units_on_gpu(cfg: FilsConfig) -> bool:
+    """VideoBLIP on a GPU: each unit worker is pinned to one and loads its captioner once (an explicit `cuda:N`
+    is the user's own placement)."""
+    return cfg.captions.source == "videoblip" and cfg.captions.device in ("auto", "cuda")
+
+
 SPEC = StageSpec(name="captions", version=VERSION, upstream=("shard",), config_of=_config_of, plan=_plan,
                  process=process_shard, finalize=_finalize, unit_timeout_s=_unit_timeout_s, sections=("captions",),
-                 runtime_only=RUNTIME_ONLY)
+                 runtime_only=RUNTIME_ONLY, units_on_gpu=_units_on_gpu)

@@ -34,7 +34,7 @@ from pipeline.child_process import ChildFailed, end_session_on_sigterm
 from pipeline.clips.batches import ClipBatches, check_shard_count
 from pipeline.clips.stream import Layout, StreamSettings
 from pipeline.fingerprint import file_identity, without_runtime_only
-from pipeline.launch import nproc_of, run_training
+from pipeline.launch import gpus_of, nproc_of, run_training
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
@@ -260,7 +260,8 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
 
 SPEC = StageSpec(name="finetune", version="3", upstream=("shard", "pretrain"), config_of=_config_of, plan=_plan,
                  process=process_train, finalize=_finalize, unit_timeout_s=lambda cfg: section_of(cfg).launch.timeout_s,
-                 needs=_needs, sections=("finetune",), runtime_only=RUNTIME_ONLY)
+                 needs=_needs, sections=("finetune",), runtime_only=RUNTIME_ONLY,
+                 gpus_held=lambda cfg: gpus_of(section_of(cfg).launch))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ from pipeline.clips.batches import STREAM_SKIP_REASONS, ClipBatches, check_shard
 from pipeline.clips.config import LoaderConfig
 from pipeline.clips.stream import Layout
 from pipeline.fingerprint import without_runtime_only
-from pipeline.launch import nproc_of, run_training
+from pipeline.launch import gpus_of, nproc_of, run_training
 from pipeline.runner import StageError
 from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
@@ -227,10 +227,14 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
                        extra={"sample_counts": counts})
 
 
+def _gpus_held(cfg: FilsConfig) -> int:
+    return gpus_of(cfg.pretrain.launch)
+
+
 SPEC = StageSpec(name="pretrain", version="3", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
                  plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit,
                  log_files=(METRICS_CSV, LOG_FILE, "tensorboard/*"),  # wall-clock throughput and times
-                 sections=("pretrain",), runtime_only=RUNTIME_ONLY)
+                 sections=("pretrain",), runtime_only=RUNTIME_ONLY, gpus_held=_gpus_held)
 
 
 # -- the training process ------------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.local_server import (
+    GPU_SLOTS,
     POOL,
     REPO_ROOT,
     artifacts,
     deploy_all,
+    ensure_gpu_slots,
     flow_run,
     run_deployment,
     start_server,
@@ -154,6 +156,14 @@ def test_nightly_eval_has_its_cron_schedule_on_the_server(server):
     (schedule,) = deployment["schedules"]
     assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["schedule"]["timezone"] == "UTC"
     assert schedule["active"] and deployment["parameters"]["sweep"] is True
+
+
+def test_the_deploy_step_creates_the_gpu_slots_and_keeps_an_operators_size(server):
+    limit = json.loads(server.prefect("gcl", "inspect", GPU_SLOTS, "--output", "json").stdout)
+    assert limit["limit"] >= 1 and limit["active"]
+    server.prefect("gcl", "update", GPU_SLOTS, "--limit", "7")
+    ensure_gpu_slots(server)
+    assert json.loads(server.prefect("gcl", "inspect", GPU_SLOTS, "--output", "json").stdout)["limit"] == 7
 
 
 def test_nightly_sweep_evaluates_only_new_checkpoints(server, params):

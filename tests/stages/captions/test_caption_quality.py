@@ -65,6 +65,6 @@ def test_the_gate_judges_large_enough_shards_against_each_threshold():
 
 @pytest.mark.parametrize(("gate", "source", "applies"), [
     ("generated", "videoblip", True), ("generated", "narration", False), ("generated", "file", False),
-    ("always", "file", True), ("off", "videoblip", False)])
+    ("always", "file", True), ("never", "videoblip", False)])
 def test_which_captions_the_gate_judges(gate, source, applies):
     assert gate_applies(CaptionQualityConfig(gate=gate), source) is applies

@@ -4,6 +4,7 @@ and the narration and file sources."""
 import dataclasses
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -75,7 +76,7 @@ def _videoblip(checkpoint: Path, encoder: Path | str, **extra):
     # A random model's captions are what the quality gate exists to stop; these tests are about everything else.
     return {"source": "videoblip", "model": str(checkpoint), "prompt": PROMPT, "num_frames": 2, "image_size": 32,
             "batch_size": 4, "generation": {"max_new_tokens": 3}, "text_encoder": {"model": str(encoder)},
-            "quality": {"gate": "off"}, **extra}
+            "quality": {"gate": "never"}, **extra}
 
 
 def _run(cfg):
@@ -292,7 +293,7 @@ def test_generation_config_mirrors_the_captioner_settings_and_demo_uses_narratio
 def test_a_shard_with_one_caption_fails_the_quality_gate_and_loses_nothing(tmp_path, samples_dir, two_shards,
                                                                            tiny_encoder):
     """One shard captioned with one sentence fails the gate, the healthy shard passes; nothing is committed, the
-    report says why; accepting the captions (gate off) reruns from the cache and commits the report."""
+    report says why; accepting the captions (gate never) reruns from the cache and commits the report."""
     shutil.copytree(two_shards, tmp_path / "shard")
     clips = read_clips(tmp_path / "shard", ["key", "shard"]).to_pylist()
     lines = ["key,caption"] + [f"{c['key']},a person is doing something" if c["shard"] == "train-000000.tar"
@@ -310,10 +311,50 @@ def test_a_shard_with_one_caption_fails_the_quality_gate_and_loses_nothing(tmp_p
     assert report.is_file() and "**failed**" in report.read_text() and "| a person is doing something |" in \
         report.read_text()
 
-    settings["quality"] = {"gate": "off"}
+    settings["quality"] = {"gate": "never"}
     outcome = _run(_config(tmp_path, samples_dir, two_shards, **settings))
     assert outcome.record.extra["quality"]["gate"] == "not applied"
     assert outcome.record.extra["report"] == "quality.md" and (tmp_path / "captions" / "quality.png").is_file()
     quality = {r["shard"]: r for r in pq.read_table(tmp_path / "captions" / "quality.parquet").to_pylist()}
     assert quality["train-000000.tar"]["top_caption_share"] == 1.0 and quality["train-000000.tar"]["distinct_2"] < 0.2
     assert quality["train-000001.tar"]["top_caption_share"] < 0.5 and quality["(all)"]["clips"] == len(clips)
+
+
+SPY_FILE = "placement.jsonl"
+
+
+def _placement_spy(ctx, unit, out_dir):
+    """Captions a shard as the stage does and records which worker and device did it (runs in the workers)."""
+    from stages.captions.sources import load_captioner
+
+    summary = captions_stage.process_shard(ctx, unit, out_dir)
+    record = {"shard": unit.id, "pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "captioner_loads": load_captioner.cache_info().misses}
+    with open(Path(ctx.workdir) / SPY_FILE, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return summary
+
+
+def test_four_simulated_gpus_two_workers_each_caption_every_shard_once_as_one_worker_does(
+        tmp_path, samples_dir, checkpoint, tiny_encoder, monkeypatch):
+    monkeypatch.setattr(captions_stage, "SPEC", dataclasses.replace(captions_stage.SPEC, process=_placement_spy))
+    settings = _videoblip(checkpoint, tiny_encoder)
+    outputs = {}
+    for name, runtime in {"one": ["runtime.workers=1", "runtime.gpus=[]"],
+                          "gpus": ["runtime.gpus=[0,1,2,3]", "runtime.workers_per_gpu=2"]}.items():
+        work = tmp_path / name
+        cfg = make_config(work, samples_dir, ["shard.min_shards=8", *runtime], captions=settings)
+        if name == "gpus":  # the same shards
+            shutil.copytree(tmp_path / "one" / "shard", work / "shard")
+        run_pipeline(registry(), cfg, ["shard", "captions"])
+        outputs[name] = {f: (work / "captions" / f).read_bytes() for f in ("captions.parquet", "embeddings.parquet")}
+    records = [json.loads(line) for line in (tmp_path / "gpus" / SPY_FILE).read_text().splitlines()]
+    shards = read_clips(tmp_path / "gpus" / "shard", ["shard"]).column("shard").unique().to_pylist()
+    assert sorted(r["shard"] for r in records) == sorted(s.removesuffix(".tar") for s in shards)  # each shard once
+    assert len(shards) >= 4  # as many as the clips allow
+    assert {r["gpu"] for r in records} <= {"0", "1", "2", "3"} and len({r["gpu"] for r in records}) >= 2
+    gpu_of_worker = {}
+    for r in records:
+        assert gpu_of_worker.setdefault(r["pid"], r["gpu"]) == r["gpu"]  # a worker sees one device
+        assert r["captioner_loads"] == 1  # loaded once per worker, reused for its next shards
+    assert outputs["gpus"] == outputs["one"]
