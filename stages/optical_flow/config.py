@@ -15,6 +15,7 @@ FLOW_BACKENDS = Registry("optical_flow.backend", {
     "dis": "stages.optical_flow.flow_fields:dis_flow",
     "tvl1": "stages.optical_flow.flow_fields:tvl1_flow",
     "farneback": "stages.optical_flow.flow_fields:farneback_flow",
+    "mv": "stages.optical_flow.motion_vectors:mv_flow",
 }, group="fils.flow_backends")
 FlowBackend = FLOW_BACKENDS.choices()
 DisPreset = Literal["ultrafast", "fast", "medium"]
@@ -73,7 +74,8 @@ class ContactSheetConfig(Section):
 
 class OpticalFlowConfig(Section):
     backend: FlowBackend = Field(
-        default="dis", description="`tvl1` (cv2.optflow DualTVL1, as the reference), `dis` (fast), `farneback`."
+        default="dis", description="`tvl1` (cv2.optflow DualTVL1, as the reference), `dis` (fast), `farneback`, "
+        "`mv` (the H.264 motion vectors of the shards, read while decoding: no pixel flow; coarser)."
     )
     dis_preset: DisPreset = Field(default="medium", description="cv2.DISOpticalFlow preset.")
     dis_finest_scale: int | None = Field(

@@ -1,15 +1,24 @@
 """Dense optical flow with OpenCV on small grayscale frames: TV-L1 (the reference), DIS, Farneback."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
-from pipeline.video.decode import resize_frames
+from pipeline.video.decode import decode_frames, resize_frames
 from stages.optical_flow.config import FLOW_BACKENDS, OpticalFlowConfig
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (prev, next) uint8 gray -> (H, W, 2) float32
+
+
+@runtime_checkable
+class ClipFlow(Protocol):
+    """A backend that reads the flow from the encoded clip itself (``mv``) instead of pairs of decoded frames."""
+
+    def clip_flows(self, mp4: bytes, frames: list[int]) -> np.ndarray:
+        """Flow from each of ``frames`` to the next, (T-1, h, w, 2) float32 at ``optical_flow.short_side``."""
+        ...
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -18,8 +27,9 @@ DIS_PRESETS = {
 }
 
 
-def make_flow(cfg: OpticalFlowConfig) -> FlowFn:
-    """The flow function of ``cfg.backend``; its OpenCV object is created once and reused for every pair."""
+def make_flow(cfg: OpticalFlowConfig) -> FlowFn | ClipFlow:
+    """The flow function (or clip backend) of ``cfg.backend``; its OpenCV object is created once and reused for every
+    pair."""
     return FLOW_BACKENDS.load(cfg.backend)(cfg)
 
 
@@ -57,3 +67,26 @@ def compute_flows(gray: np.ndarray, flow: FlowFn, bound: float) -> np.ndarray:
     for i in range(len(out)):
         np.clip(flow(gray[i], gray[i + 1]), -bound, bound, out=out[i])
     return out
+
+
+def clip_flows(mp4: bytes, frames: list[int], cfg: OpticalFlowConfig, flow: FlowFn | ClipFlow
+               ) -> tuple[np.ndarray | None, np.ndarray]:
+    """The decoded RGB ``frames`` of a clip (None when the backend needs no pixels) and the flow between consecutive
+    ones at ``cfg.short_side``, clipped to the flow bound."""
+    if isinstance(flow, ClipFlow):
+        flows = flow.clip_flows(mp4, frames)
+        bound = flow_bound(cfg, flows.shape[1:3])
+        return None, np.clip(flows, -bound, bound, out=flows)
+    rgb = decode_frames(mp4, frames)
+    return rgb, pixel_flows(rgb, cfg, flow)
+
+
+def pixel_flows(rgb: np.ndarray, cfg: OpticalFlowConfig, flow: FlowFn) -> np.ndarray:
+    """Flow between consecutive decoded frames ``(T, H, W, 3)``, on grey frames at ``cfg.short_side``."""
+    gray = gray_frames(rgb, cfg.short_side)
+    return compute_flows(gray, flow, flow_bound(cfg, gray.shape[1:3]))
+
+
+def flow_bound(cfg: OpticalFlowConfig, size: tuple[int, ...]) -> float:
+    """``flow_bound_px`` (per source frame, at the reference size) at the flow resolution ``size`` and frame step."""
+    return cfg.flow_bound_px * min(size) / cfg.reference_short_side * cfg.frame_step

@@ -25,7 +25,7 @@ from stages.config import FilsConfig
 from stages.optical_flow.boxes import ActionArea, action_area
 from stages.optical_flow.config import OpticalFlowConfig
 from stages.optical_flow.contact_sheet import render_tile, write_sheets
-from stages.optical_flow.flow_fields import FlowFn, compute_flows, gray_frames, make_flow
+from stages.optical_flow.flow_fields import ClipFlow, FlowFn, clip_flows, make_flow, pixel_flows
 from stages.optical_flow.tables import ACTION_AREAS_FILE, write_action_areas
 from stages.shard.tables import read_clips
 
@@ -51,7 +51,10 @@ def _sheet_keys(keys: list[str], count: int) -> list[str]:
 
 def _plan(ctx: StageContext) -> list[Unit]:
     ocfg = ctx.cfg.optical_flow
-    make_flow(ocfg)  # a missing backend fails before any work
+    if isinstance(make_flow(ocfg), ClipFlow) and not ctx.upstream["shard"].config["shard"]["reencode"]:
+        raise StageError(f"optical_flow.backend={ocfg.backend} reads the H.264 motion vectors of re-encoded shards, "
+                         "and these shards keep the source bytes (shard.reencode: false), which may have none: "
+                         "choose backend dis, or re-encode the shards")
     clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "shard"]).to_pylist()
     by_shard: dict[str, list[str]] = {}
     for clip in clips:
@@ -77,22 +80,29 @@ def _row(key: str, backend: str, area: ActionArea | None, indices: list[int], re
             "frame_boxes": area.frame_boxes.tolist()}
 
 
-def clip_area(sample: ShardSample, ocfg: OpticalFlowConfig, flow: FlowFn
-              ) -> tuple[list[int], np.ndarray, np.ndarray, ActionArea]:
-    """Decode every ``frame_step``-th frame of a clip and find its action area: (indices, rgb, flows, area)."""
-    offset = int(sample.meta.get("frame_offset") or 0)
+def clip_area(sample: ShardSample, ocfg: OpticalFlowConfig, flow: FlowFn | ClipFlow
+              ) -> tuple[list[int], np.ndarray | None, np.ndarray, ActionArea]:
+    """Flow over every ``frame_step``-th frame of a clip and its action area: (indices, the decoded frames or None
+    when the backend needed none, flows, area)."""
     indices = list(range(0, int(sample.meta["num_frames"]), ocfg.frame_step))
-    rgb = decode_frames(sample.mp4, [i + offset for i in indices])
-    flows, area = frames_area(rgb, ocfg, flow)
-    return indices, rgb, flows, area
+    rgb, flows = clip_flows(sample.mp4, _stored(sample, indices), ocfg, flow)
+    return indices, rgb, flows, area_of(flows, ocfg)
+
+
+def _stored(sample: ShardSample, indices: list[int]) -> list[int]:
+    """Clip frame indices as frames of the stored video (a copied source starts at ``frame_offset``)."""
+    offset = int(sample.meta.get("frame_offset") or 0)
+    return [i + offset for i in indices]
+
+
+def area_of(flows: np.ndarray, ocfg: OpticalFlowConfig) -> ActionArea:
+    return action_area(flows, ocfg.boxes, min(flows.shape[1:3]) / ocfg.reference_short_side, ocfg.frame_step)
 
 
 def frames_area(rgb: np.ndarray, ocfg: OpticalFlowConfig, flow: FlowFn) -> tuple[np.ndarray, ActionArea]:
-    """Flow and action area of frames ``(T, H, W, 3)`` taken every ``frame_step``-th frame of a clip."""
-    gray = gray_frames(rgb, ocfg.short_side)
-    scale = min(gray.shape[1:3]) / ocfg.reference_short_side
-    flows = compute_flows(gray, flow, ocfg.flow_bound_px * scale * ocfg.frame_step)
-    return flows, action_area(flows, ocfg.boxes, scale, ocfg.frame_step)
+    """Flow and action area of decoded frames ``(T, H, W, 3)`` taken every ``frame_step``-th frame of a clip."""
+    flows = pixel_flows(rgb, ocfg, flow)
+    return flows, area_of(flows, ocfg)
 
 
 def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
@@ -116,6 +126,7 @@ def process_unit(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]
                 continue
             rows[sample.key] = _row(sample.key, ocfg.backend, area, indices)
             if sample.key in sheet:
+                rgb = rgb if rgb is not None else decode_frames(sample.mp4, _stored(sample, indices))
                 tile = render_tile(sample.key, rgb, flows, area, ocfg.contact_sheet.frames,
                                    ocfg.contact_sheet.tile_height)
                 cv2.imwrite(str(out_dir / f"{sample.key}.png"), cv2.cvtColor(tile, cv2.COLOR_RGB2BGR))

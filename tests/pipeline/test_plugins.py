@@ -15,9 +15,10 @@ import pytest
 
 from pipeline.artifacts import SUCCESS_FILE
 from pipeline.plugins import Registry
+from pipeline.video.encode import H264Writer
 from stages.config import FilsConfig
 from stages.optical_flow.config import FLOW_BACKENDS, OpticalFlowConfig
-from stages.optical_flow.flow_fields import make_flow
+from stages.optical_flow.flow_fields import ClipFlow, FlowFn, make_flow
 from stages.optical_flow.tables import read_action_areas
 from stages.shard.adapters import AnnotationError, list_clips
 from stages.shard.source_config import ADAPTERS, KINDS_NEEDING_ANNOTATIONS, SourceConfig
@@ -53,10 +54,20 @@ def _square(shift: int) -> np.ndarray:
     return frame.astype(np.uint8)
 
 
+def _field(flow: FlowFn | ClipFlow, tmp_path: Path) -> np.ndarray:
+    """The flow of the square moving 2 px: from the frame pair, or from the clip encoded as the shard stage does."""
+    if not isinstance(flow, ClipFlow):
+        return flow(_square(0), _square(2))
+    writer = H264Writer(tmp_path / "square.mp4", 64, 64, fps=10, gop=16, crf=18, preset="veryfast")
+    for shift in (0, 2, 4):
+        writer.write(np.repeat(_square(shift)[..., None], 3, axis=2))
+    writer.close()
+    return flow.clip_flows((tmp_path / "square.mp4").read_bytes(), [0, 1, 2])[1]  # frame 0 is the key frame
+
+
 @pytest.mark.parametrize("backend", FLOW_BACKENDS.names())
-def test_every_flow_backend_finds_a_square_moving_right(backend):
-    flow = make_flow(OpticalFlowConfig(backend=backend))
-    field = flow(_square(0), _square(2))
+def test_every_flow_backend_finds_a_square_moving_right(backend, tmp_path):
+    field = _field(make_flow(OpticalFlowConfig(backend=backend)), tmp_path)
     assert field.shape == (64, 64, 2) and field.dtype == np.float32
     u, v = field[26:38, 24:34, 0].mean(), field[26:38, 24:34, 1].mean()
     assert 1.0 < u < 3.0 and abs(v) < 0.5, (u, v)
@@ -111,9 +122,9 @@ def test_an_installed_package_adds_a_flow_backend_that_the_stage_runs(tmp_path, 
     contract = subprocess.run([sys.executable, "-c", (
         "from stages.optical_flow.config import FLOW_BACKENDS, FlowBackend\n"
         "from typing import get_args\n"
-        "assert get_args(FlowBackend) == ('dis', 'tvl1', 'farneback', 'demo'), get_args(FlowBackend)\n"
+        "assert get_args(FlowBackend) == ('dis', 'tvl1', 'farneback', 'mv', 'demo'), get_args(FlowBackend)\n"
         "from tests.pipeline.test_plugins import test_every_flow_backend_finds_a_square_moving_right as check\n"
-        "check('demo')\n")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        "import sys, pathlib\ncheck('demo', pathlib.Path(sys.argv[1]))\n"), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert contract.returncode == 0, contract.stderr
     assert "'dis' = 'fils_demo_flow:make'" in contract.stderr and "'broken' = 'fils_demo_flow'" in contract.stderr
     log.unlink()

@@ -79,16 +79,16 @@ def flow_shards(tmp_path_factory: pytest.TempPathFactory, flow_samples: Path) ->
 
 @pytest.fixture(scope="module")
 def areas(tmp_path_factory, flow_shards, flow_samples) -> dict[str, tuple[Path, dict[str, dict]]]:
-    """backend -> (workdir, rows) for dis (defaults) and tvl1."""
+    """backend -> (workdir, rows) for dis (defaults), tvl1 and mv."""
     out = {}
-    for backend, overrides in (("dis", []), ("tvl1", TVL1)):
+    for backend, overrides in (("dis", []), ("tvl1", TVL1), ("mv", ["optical_flow.backend=mv"])):
         workdir = _copy_shard(flow_shards, tmp_path_factory.mktemp(f"flow_{backend}"))
         _run(workdir, flow_samples, overrides)
         out[backend] = (workdir, _rows(workdir))
     return out
 
 
-@pytest.mark.parametrize("backend", ["dis", "tvl1"])
+@pytest.mark.parametrize("backend", ["dis", "tvl1", "mv"])
 def test_boxes_match_the_true_boxes(areas, flow_samples, backend):
     workdir, rows = areas[backend]
     clips = read_clips(workdir / "shard").to_pylist()
@@ -214,3 +214,10 @@ def test_skip_force_and_stale(tmp_path, flow_shards, flow_samples):
     assert json.loads((workdir / "optical_flow" / SUCCESS_FILE).read_text())["output_id"] == forced[1].record.output_id
     assert (workdir / "optical_flow" / "action_areas.parquet").is_file()
     assert not (workdir / ".staging" / "optical_flow").exists() and (workdir / "shard" / SHARDS_SUBDIR).is_dir()
+
+
+def test_mv_refuses_shards_that_kept_the_source_bytes(tmp_path, flow_samples):
+    """Copied source bytes may have no motion vectors (MJPEG, VP9 ...): every clip would silently become `fallback`."""
+    with pytest.raises(StageError, match=r"shard.reencode: false"):
+        _run(tmp_path, flow_samples, ["shard.reencode=false", "optical_flow.backend=mv"])
+    assert (tmp_path / "shard" / "_SUCCESS.json").is_file() and not (tmp_path / "optical_flow").exists()
