@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 from pebble import ProcessPool
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging.handlers import APILogHandler
@@ -28,7 +28,7 @@ from flows.runners import make_task_runner
 from pipeline.artifacts import ArtifactStore, unit_done
 from pipeline.batching import Batch, batch_units
 from pipeline.child_process import stop_when_parent_dies
-from pipeline.gpus import PinnedPools
+from pipeline.gpus import PinnedPools, claim_gpu
 from pipeline.locks import stage_locks
 from pipeline.runner import (
     PreparedStage,
@@ -74,28 +74,42 @@ def _forward_logs() -> Iterator[None]:
 
 @task(name="batch", task_run_name="{stage}:batch-{batch.id}", cache_policy=NO_CACHE)
 def run_batch(stage: str, process: Callable[[StageContext, Unit, Path], dict[str, Any]], ctx: StageContext,
-              batch: Batch, timeout_s: float | None, gpu: int | None = None) -> dict[str, str]:
+              batch: Batch, timeout_s: float | None, gpus: list[str] | None = None, per_gpu: int = 1
+              ) -> dict[str, str]:
     """Run one batch of a stage's units; return those that still failed after their retries, with the reason.
     Each unit is sealed on its own, so a retried batch redoes only its unsealed units. A timed unit runs in a
     worker process that is killed when its time is up (native decoders can hang where a thread cannot stop them),
     under every task runner: the stage's shared pool under the thread runner; under the process and Dask runners a
-    process of this batch's own (a pool kept in their workers would keep them from exiting), pinned to ``gpu``
-    when the units need one."""
+    process of this batch's own (a pool kept in their workers would keep them from exiting), pinned to a free slot
+    of one of ``gpus`` on this node when the units need a GPU."""
     shared = _ISOLATION_POOLS.get(stage)
     if timeout_s is not None and shared is None and multiprocessing.current_process().daemon:
         raise StageError("this task runner's worker is a daemonic process, which cannot start the time-limited "
                          "process a unit runs in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
                          "in their environment, or use runtime.task_runner=process")
     todo = [u for u in batch.units if not unit_done(ctx.units_dir, u.id)]
-    own = PinnedPools([gpu], 1) if shared is None and timeout_s is not None and gpu is not None else None
-    try:
+
+    def run(pool: ProcessPool | PinnedPools | None) -> dict[str, str]:
         failures = run_units_with_retries(process, ctx, todo, workers=0 if timeout_s is None else 1,
-                                          timeout_s=timeout_s, pool=shared or own, desc=f"{stage}:batch-{batch.id}")
-    finally:
-        if own is not None:
-            own.close()
-            own.join()
-    return {unit: failure.reason for unit, failure in failures.items()}
+                                          timeout_s=timeout_s, pool=pool, desc=f"{stage}:batch-{batch.id}")
+        return {unit: failure.reason for unit, failure in failures.items()}
+
+    if shared is not None or timeout_s is None or not gpus:
+        return run(shared)
+    with claim_gpu(gpus, per_gpu) as gpu, PinnedPools([gpu], 1) as own:
+        return run(own)
+
+
+@contextmanager
+def dask_resources(resources: dict[str, int] | None) -> Iterator[None]:
+    """Tasks submitted inside ask Dask for ``resources`` (its scheduler runs them only on workers that have them)."""
+    if not resources:
+        yield
+        return
+    import dask
+
+    with dask.annotate(resources=resources):
+        yield
 
 
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -112,7 +126,9 @@ def fan_out_units(prepared: PreparedStage) -> dict[str, str]:
     batch_task = run_batch.with_options(retries=cfg.runtime.unit_retries, retry_delay_seconds=[2, 10, 30],
                                         retry_condition_fn=_retryable)
     gpus = unit_gpus(prepared.spec, cfg)
-    batch_gpus = [gpus[i % len(gpus)] if gpus else None for i in range(len(batches))]  # process/Dask: in turn
+    dask_resource = cfg.runtime.dask_gpu_resource if gpus and cfg.runtime.task_runner == "dask" else None
+    # Process/Dask batches claim a free GPU slot of their node, unless Dask places them on workers owning one.
+    batch_gpus = gpus if gpus and dask_resource is None else None
 
     kept: FinishedDespiteOutage[dict[str, str]] = FinishedDespiteOutage(f"the {name} units")
 
@@ -120,13 +136,14 @@ def fan_out_units(prepared: PreparedStage) -> dict[str, str]:
     def fan_out() -> dict[str, str]:
         progress = best_effort("the progress bar", create_progress_artifact, progress=0.0,
                                key=f"fils-{name.replace('_', '-')}-progress", description=f"{name}: units done")
-        futures = batch_task.map(name, prepared.spec.process, prepared.ctx, batches, prepared.unit_timeout_s,
-                                 batch_gpus)
+        with dask_resources({dask_resource: 1} if dask_resource else None):
+            futures = batch_task.map(name, prepared.spec.process, prepared.ctx, batches, prepared.unit_timeout_s,
+                                     unmapped(batch_gpus), cfg.runtime.workers_per_gpu)
         failures: dict[str, str] = {}
         done = shown = 0
         for batch, future in zip(batches, futures):
             future.wait()
-            if future.state.is_failed():
+            if not future.state.is_completed():  # failed, crashed or cancelled
                 reason = future.state.message or "failed"
                 failures |= {u.id: reason for u in batch.units if not unit_done(prepared.ctx.units_dir, u.id)}
             else:

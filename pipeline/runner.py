@@ -263,7 +263,7 @@ def run_units_with_retries(process: Callable[[StageContext, Unit, Path], dict[st
     return failures
 
 
-def unit_gpus(spec: StageSpec, cfg: CoreConfig) -> list[int]:
+def unit_gpus(spec: StageSpec, cfg: CoreConfig) -> list[str]:
     """The GPUs a stage's unit workers are pinned to (each worker one of them; empty: CPU workers). Inline runs
     (``runtime.workers: 0``, for debugging) are never pinned."""
     if spec.units_on_gpu is None or cfg.runtime.workers == 0 or not spec.units_on_gpu(cfg):

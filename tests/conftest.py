@@ -25,7 +25,7 @@ from tests.helpers import REPO, make_config, marked_processes  # noqa: E402
 
 # The longest modules first (measured serially: the end-to-end module ~10 min, the flows ~5 min, ...): `make test`
 # hands whole modules to two workers in collection order, so these start at once and the two finish together.
-LONGEST_FIRST = ("test_prefect_e2e", "test_flows", "test_demo", "test_pretrain_stage", "test_prefect_outage", "test_failure_semantics",
+LONGEST_FIRST = ("test_prefect_e2e", "test_flows", "test_demo", "test_flow_gpus", "test_pretrain_stage", "test_prefect_outage", "test_failure_semantics",
                  "test_learning_check", "test_optical_flow", "test_fault_injection", "test_shard_stage", "test_cli")
 
 

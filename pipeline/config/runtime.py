@@ -2,7 +2,7 @@
 so changing the worker count never invalidates cached artifacts."""
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.config.base import Section
 
@@ -32,14 +32,28 @@ class RuntimeConfig(Section):
         default=1024.0, gt=0, description="Most input (MB of source video) one Prefect task runs; a larger unit "
         "is a task of its own.",
     )
-    gpus: list[int] | Literal["auto"] = Field(
+    gpus: list[int | str] | Literal["auto"] = Field(
         default="auto", description="GPUs for the units of a stage that uses one (captions with VideoBLIP): `auto` "
-        "every visible GPU, or device indices (e.g. [0, 1]); each unit worker is pinned to one of them "
-        "(CUDA_VISIBLE_DEVICES) and loads its model once. With no GPU, `runtime.workers` CPU workers.",
+        "every visible GPU (as CUDA_VISIBLE_DEVICES lists them), or a list of device indices or UUIDs (e.g. [0, 1]); "
+        "each unit worker is pinned to one of them (CUDA_VISIBLE_DEVICES) and loads its model once. With no GPU, "
+        "`runtime.workers` CPU workers.",
     )
     workers_per_gpu: int = Field(default=1, ge=1, description="Unit workers sharing one GPU (each holds a model).")
-    gpu_slots: str | None = Field(
-        default="fils-gpu", description="Prefect global concurrency limit whose slots a stage holds for each GPU "
-        "it uses, so flow runs on one node never oversubscribe its GPUs (create it with N slots: `prefect gcl "
-        "create fils-gpu --limit N`; a missing limit is not waited for). None: no slots.",
+    dask_gpu_resource: str | None = Field(
+        default=None, description="Under the Dask runner: the worker resource a batch of GPU units asks one of (e.g. "
+        "`GPU`, for workers started one per GPU with `--resources GPU=1`, as dask-cuda does); the batch then runs on "
+        "such a worker's own device. None: batches take the GPUs of `runtime.gpus` in turn.",
     )
+    gpu_slots: str | None = Field(
+        default="fils-gpu", description="Prefect global concurrency limit whose slots a stage holds, one per GPU it "
+        "uses, so flow runs sharing a node never oversubscribe its GPUs. A limit is server-wide: name one per node "
+        "or pool (`fils-gpu-node3`) with that node's GPU count as its size (`prefect gcl create NAME --limit N`). "
+        "A missing limit is not waited for; `null`: no slots.",
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpus(cls, gpus: list[int | str] | str) -> list[int | str] | str:
+        if isinstance(gpus, list) and len({str(g) for g in gpus}) != len(gpus):
+            raise ValueError(f"runtime.gpus lists a GPU twice: {gpus}; use runtime.workers_per_gpu for more workers on one")
+        return gpus

@@ -37,7 +37,7 @@ from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from stages.captions.config import CaptionsConfig, TextEncoderConfig
 from stages.captions.embeddings import embed_captions
 from stages.captions.quality import caption_lengths, gate_applies, measure, top_captions, violations
-from stages.captions.quality_report import PLOT_FILE, REPORT_FILE, write_quality_report
+from stages.captions.quality_report import PLOT_FILE, QUALITY_FILE, REPORT_FILE, write_quality_report
 from stages.captions.sources import caption_shard, load_caption_file
 from stages.captions.tables import CAPTIONS_FILE, EMBEDDINGS_FILE, STATUS_OK, write_parquet
 from stages.config import FilsConfig
@@ -189,4 +189,6 @@ def _units_on_gpu(cfg: FilsConfig) -> bool:
 
 SPEC = StageSpec(name="captions", version=VERSION, upstream=("shard",), config_of=_config_of, plan=_plan,
                  process=process_shard, finalize=_finalize, unit_timeout_s=_unit_timeout_s, sections=("captions",),
-                 runtime_only=RUNTIME_ONLY, units_on_gpu=_units_on_gpu)
+                 runtime_only=RUNTIME_ONLY, units_on_gpu=_units_on_gpu,
+                 # The quality report judges the output; a new threshold must not make pre-training stale.
+                 log_files=(QUALITY_FILE, REPORT_FILE, PLOT_FILE))

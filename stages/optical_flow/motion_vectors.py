@@ -2,12 +2,14 @@
 (FFmpeg's ``export_mvs`` through PyAV), read as the flow the action-area procedure needs. Only the clip is decoded;
 no pixel flow is computed.
 
-A block's vector says where its pixels were in the previous frame (our shards have no B-frames); the flow at the
-block is the opposite displacement. H.264 partitions are multiples of 4 px on a 4 px grid, so a field of one cell
-per 4x4 px holds every vector exactly; it is resized to the flow resolution (``optical_flow.short_side``, never
-upscaled) with the vectors scaled alike. An intra frame (the GOP's key frame) carries no vectors and repeats the
-previous frame's field. The vectors are the encoder's best match, not the true motion: blocks of flat texture and
-camera pans are where they differ most (benchmarks/bench_optical_flow.py measures the boxes against ground truth).
+A block's vector says where its pixels were in the previous frame (our shards have no B-frames, and the stage
+requires a preset with one reference frame); the flow is the opposite displacement, placed at the block's position
+in the later frame (the pixel backends place it in the earlier one: a shift of one frame's motion). Exported blocks
+are multiples of 4 px on a 4 px grid, so a field of one cell per 4x4 px holds every vector; it is resized to the
+flow resolution (``optical_flow.short_side``, never upscaled) with the vectors scaled alike. An intra frame (the
+GOP's key frame) carries no vectors and repeats the previous frame's field. The vectors are the encoder's best
+match, not the true motion: blocks of flat texture and camera pans are where they differ most
+(benchmarks/bench_optical_flow.py measures the boxes against ground truth and under a pan).
 """
 from __future__ import annotations
 

@@ -51,10 +51,8 @@ def _sheet_keys(keys: list[str], count: int) -> list[str]:
 
 def _plan(ctx: StageContext) -> list[Unit]:
     ocfg = ctx.cfg.optical_flow
-    if isinstance(make_flow(ocfg), ClipFlow) and not ctx.upstream["shard"].config["shard"]["reencode"]:
-        raise StageError(f"optical_flow.backend={ocfg.backend} reads the H.264 motion vectors of re-encoded shards, "
-                         "and these shards keep the source bytes (shard.reencode: false), which may have none: "
-                         "choose backend dis, or re-encode the shards")
+    if isinstance(make_flow(ocfg), ClipFlow):
+        _check_encoding_for_motion_vectors(ocfg.backend, ctx.upstream["shard"].config["shard"])
     clips = read_clips(ctx.upstream_dir("shard"), columns=["key", "shard"]).to_pylist()
     by_shard: dict[str, list[str]] = {}
     for clip in clips:
@@ -68,6 +66,22 @@ def _plan(ctx: StageContext) -> list[Unit]:
             units.append(Unit(f"{Path(shard).stem}-{n:04d}",
                               {"shard": shard, "keys": chunk, "sheet_keys": [k for k in chunk if k in sheet]}))
     return units
+
+
+ONE_REFERENCE_PRESETS = ("ultrafast", "superfast", "veryfast")  # x264 presets with ref=1
+
+
+def _check_encoding_for_motion_vectors(backend: str, shard: dict[str, Any]) -> None:
+    """The motion vectors are one frame of motion only if the shards were re-encoded with one reference frame."""
+    if not shard["reencode"]:
+        raise StageError(f"optical_flow.backend={backend} reads the H.264 motion vectors of re-encoded shards, and "
+                         "these shards keep the source bytes (shard.reencode: false), which may have none: choose "
+                         "backend dis, or re-encode the shards")
+    if shard["preset"] not in ONE_REFERENCE_PRESETS:
+        raise StageError(f"optical_flow.backend={backend} needs shards encoded with one reference frame, and these "
+                         f"used x264 preset {shard['preset']!r}, whose blocks may predict from 2 or more frames back "
+                         "(the exported vectors do not say how far): choose backend dis, or shard.preset one of "
+                         f"{', '.join(ONE_REFERENCE_PRESETS)}")
 
 
 def _row(key: str, backend: str, area: ActionArea | None, indices: list[int], reason: str = "") -> dict[str, Any]:

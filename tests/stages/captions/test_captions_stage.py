@@ -315,6 +315,10 @@ def test_a_shard_with_one_caption_fails_the_quality_gate_and_loses_nothing(tmp_p
     outcome = _run(_config(tmp_path, samples_dir, two_shards, **settings))
     assert outcome.record.extra["quality"]["gate"] == "not applied"
     assert outcome.record.extra["report"] == "quality.md" and (tmp_path / "captions" / "quality.png").is_file()
+    strict = {"gate": "always", "min_clips": 2, "max_top_caption_share": 1.0, "max_neighbour_cosine": None}
+    again = _run(_config(tmp_path, samples_dir, two_shards, **(settings | {"quality": strict})))
+    assert again.action == "ran" and again.record.extra["quality"]["gate"] == "passed"
+    assert again.record.output_id == outcome.record.output_id  # a new threshold leaves pre-training up to date
     quality = {r["shard"]: r for r in pq.read_table(tmp_path / "captions" / "quality.parquet").to_pylist()}
     assert quality["train-000000.tar"]["top_caption_share"] == 1.0 and quality["train-000000.tar"]["distinct_2"] < 0.2
     assert quality["train-000001.tar"]["top_caption_share"] < 0.5 and quality["(all)"]["clips"] == len(clips)

@@ -216,8 +216,11 @@ def test_skip_force_and_stale(tmp_path, flow_shards, flow_samples):
     assert not (workdir / ".staging" / "optical_flow").exists() and (workdir / "shard" / SHARDS_SUBDIR).is_dir()
 
 
-def test_mv_refuses_shards_that_kept_the_source_bytes(tmp_path, flow_samples):
-    """Copied source bytes may have no motion vectors (MJPEG, VP9 ...): every clip would silently become `fallback`."""
-    with pytest.raises(StageError, match=r"shard.reencode: false"):
-        _run(tmp_path, flow_samples, ["shard.reencode=false", "optical_flow.backend=mv"])
+@pytest.mark.parametrize(("shard_setting", "message"), [
+    ("shard.reencode=false", r"shard.reencode: false"),  # copied bytes may have no vectors (MJPEG, VP9, ...)
+    ("shard.preset=medium", r"preset 'medium'"),  # 3 reference frames: a vector may span several frames
+])
+def test_mv_refuses_shards_whose_vectors_would_mislead(tmp_path, flow_samples, shard_setting, message):
+    with pytest.raises(StageError, match=message):
+        _run(tmp_path, flow_samples, [shard_setting, "optical_flow.backend=mv"])
     assert (tmp_path / "shard" / "_SUCCESS.json").is_file() and not (tmp_path / "optical_flow").exists()

@@ -1,7 +1,7 @@
 """Two flow runs, started together in processes of their own, each captioning with VideoBLIP on two (simulated)
 GPUs, against a real Prefect server whose global concurrency limit has two GPU slots: one waits for the other, so
-their GPU work never overlaps (without the slots it does: the units are made to last), and each unit worker of the
-thread runner is pinned to one GPU."""
+their GPU work never overlaps (the units are made to last: with `runtime.gpu_slots=null` the same two runs
+overlapped when this test was written), and each unit worker of the thread runner is pinned to one GPU."""
 from __future__ import annotations
 
 import asyncio
@@ -76,7 +76,7 @@ def test_two_flow_runs_needing_two_gpus_each_take_turns_on_two_slots(tmp_path, s
                      "captions.image_size=32", "captions.generation.max_new_tokens=3", "captions.quality.gate=never",
                      "runtime.gpus=[0,1]", f"runtime.gpu_slots={LIMIT}", "runtime.progress=false"]
         runs.append(subprocess.Popen(
-            [sys.executable, "-c", "import sys\nfrom tests.flows.test_gpu_slots import main\nmain(sys.argv[1:])",
+            [sys.executable, "-c", "import sys\nfrom tests.flows.test_flow_gpus import main\nmain(sys.argv[1:])",
              *overrides], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "w"),
             env=os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO",
                               "FILS_TEST_TIMES": str(times)}))
@@ -97,9 +97,9 @@ def _report_device(ctx, unit, out_dir):
     return {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
 
 
-def test_a_batch_of_the_process_and_dask_runners_runs_in_a_worker_pinned_to_its_gpu(tmp_path, samples_dir):
-    """What a batch task does in a process/Dask worker (no shared pool there): its units run in one spawned
-    process that sees only the batch's GPU."""
+def test_a_batch_of_the_process_and_dask_runners_runs_in_a_worker_pinned_to_a_claimed_gpu(tmp_path, samples_dir):
+    """What a batch task does in a process/Dask worker (no shared pool there): it claims a free GPU slot of the
+    node and its units run in one spawned process that sees only that GPU."""
     from flows.fils_flow import run_batch
     from pipeline.artifacts import UNIT_FILE
     from pipeline.batching import Batch
@@ -109,6 +109,36 @@ def test_a_batch_of_the_process_and_dask_runners_runs_in_a_worker_pinned_to_its_
     ctx = StageContext(cfg=cfg, stage="probe", workdir=tmp_path, upstream={}, output_dir=tmp_path / "out",
                        units_dir=tmp_path / "units")
     batch = Batch("00000", tuple(Unit(f"u{i}") for i in range(3)))
-    assert run_batch.fn("probe", _report_device, ctx, batch, 60.0, gpu=3) == {}
+    assert run_batch.fn("probe", _report_device, ctx, batch, 60.0, gpus=["3"], per_gpu=1) == {}
     seen = [json.loads((ctx.units_dir / f"u{i}" / UNIT_FILE).read_text()) for i in range(3)]
     assert {s["gpu"] for s in seen} == {"3"} and len({s["pid"] for s in seen}) == 1 and seen[0]["pid"] != os.getpid()
+
+
+def test_dask_places_gpu_batches_on_the_workers_that_own_a_gpu(tmp_path, samples_dir):
+    """With ``runtime.dask_gpu_resource``, every batch asks Dask for one GPU: all run on the one worker that has it,
+    under that worker's own device (a dask-cuda worker's CUDA_VISIBLE_DEVICES), never pinned over by the flow."""
+    import dask
+    from distributed import Nanny, Scheduler, SpecCluster
+    from prefect import flow
+
+    from flows.fils_flow import fan_out_units
+    from pipeline.artifacts import UNIT_FILE, ArtifactStore
+    from pipeline.runner import prepare_stage
+    from pipeline.stage import StageResult, StageSpec, Unit
+
+    env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", "PYTHONPATH": str(REPO)}
+    workers = {"gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1},
+                                                 "env": env | {"CUDA_VISIBLE_DEVICES": "7"}}},
+               "cpu": {"cls": Nanny, "options": {"nthreads": 1, "env": env}}}
+    spec = StageSpec(name="probe", version="1", upstream=(), config_of=lambda cfg: {},
+                     plan=lambda ctx: [Unit(f"u{i}") for i in range(4)], process=_report_device,
+                     finalize=lambda ctx, units: StageResult({}), units_on_gpu=lambda cfg: True)
+    with dask.config.set({"distributed.worker.daemon": False}), SpecCluster(
+            workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}}) as cluster:
+        cfg = make_config(tmp_path, samples_dir, ["runtime.task_runner=dask", "runtime.gpus=[0,1]",
+                                                  f"runtime.dask_address={cluster.scheduler_address}",
+                                                  "runtime.dask_gpu_resource=GPU"])
+        prepared = prepare_stage(spec, cfg, ArtifactStore(tmp_path))
+        assert flow(name="probe")(lambda: fan_out_units(prepared))() == {}
+    seen = [json.loads((prepared.ctx.units_dir / f"u{i}" / UNIT_FILE).read_text()) for i in range(4)]
+    assert {s["gpu"] for s in seen} == {"7"}
