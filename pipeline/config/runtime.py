@@ -42,7 +42,7 @@ class RuntimeConfig(Section):
     dask_gpu_resource: str | None = Field(
         default=None, description="Under the Dask runner: the worker resource a batch of GPU units asks one of (e.g. "
         "`GPU`, for workers started one per GPU with `--resources GPU=1`, as dask-cuda does); the batch then runs on "
-        "such a worker's own device. None: batches take the GPUs of `runtime.gpus` in turn.",
+        "such a worker's own device. None: each batch claims a free slot of one of `runtime.gpus` on its node.",
     )
     gpu_slots: str | None = Field(
         default="fils-gpu", description="Prefect global concurrency limit whose slots a stage holds, one per GPU it "
