@@ -23,7 +23,7 @@ class ClipStreamConfig(Section):
     shuffle_buffer: int = Field(
         default=256, ge=1, description="Raw samples (encoded clips, in memory) in each loader stream's shuffle buffer."
     )
-    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    decode_backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
 
 
 class LoaderConfig(Section):

@@ -1,7 +1,8 @@
-"""Decode frames of a (re-encoded) clip by index: decord as the fast backend, PyAV as the fallback.
+"""Decode frames of a (re-encoded) clip by index: decord as the fast backend, PyAV as the fallback, torchcodec
+on request (CPU, or CUDA/NVDEC with ``device="cuda"``).
 
 Frames are decoded at the stored resolution; resizing is a separate, backend-independent step
-(``resize_frames``) so both backends give identical pixels on the shard stage's H.264 clips.
+(``resize_frames``) so the backends give identical pixels on the shard stage's H.264 clips (on the CPU).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pipeline.errors import ENVIRONMENT_ERRORS
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "decord", "pyav"]
+Backend = Literal["auto", "decord", "pyav", "torchcodec"]
 Source = bytes | Path
 
 
@@ -60,6 +61,42 @@ def _decode_pyav(source: Source, indices: Sequence[int] | None) -> np.ndarray:
     return np.stack([frames[i] for i in wanted])
 
 
+# The Debian 12 packages of the FFmpeg 5.1 shared libraries torchcodec links (it ships none; PyAV's bundled copies
+# are not visible to it). torchcodec loads any FFmpeg from 4 to 9; .ci/run and the README install these.
+TORCHCODEC_FFMPEG_PACKAGES = ("libavcodec59", "libavformat59", "libavutil57", "libavdevice59", "libavfilter8",
+                              "libswscale6", "libswresample4")
+
+
+def _torchcodec_missing_ffmpeg(exc: BaseException) -> DecodeError:
+    return DecodeError(
+        "decode backend torchcodec could not load the FFmpeg shared libraries it needs; install those listed in the "
+        f"README's set-up (Debian 12: apt-get install {' '.join(TORCHCODEC_FFMPEG_PACKAGES)}): "
+        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+def _decode_torchcodec(source: Source, indices: Sequence[int] | None, device: str = "cpu") -> np.ndarray:
+    try:
+        # imported lazily: optional, and FFmpeg is loaded on import (older releases) or on first use (0.17)
+        from torchcodec.decoders import VideoDecoder
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "torchcodec":
+            raise DecodeError(f"decode backend torchcodec is not installed (pip install torchcodec): {exc}") from exc
+        raise _torchcodec_missing_ffmpeg(exc) from exc
+    except (OSError, RuntimeError) as exc:
+        raise _torchcodec_missing_ffmpeg(exc) from exc
+    try:
+        decoder = VideoDecoder(source if isinstance(source, bytes) else str(source), device=device,
+                               seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1)
+    except RuntimeError as exc:
+        if "Could not load libtorchcodec" in str(exc):
+            raise _torchcodec_missing_ffmpeg(exc) from exc
+        raise
+    count = len(decoder)
+    wanted = list(range(count)) if indices is None else list(indices)
+    _check_indices(wanted, count)
+    return decoder.get_frames_at(wanted).data.cpu().numpy()
+
+
 def _check_indices(indices: list[int], count: int) -> None:
     bad = [i for i in indices if i < 0 or i >= count]
     if bad:
@@ -68,8 +105,22 @@ def _check_indices(indices: list[int], count: int) -> None:
         raise DecodeError("no frame indices requested")
 
 
-def decode_frames(source: Source, indices: Sequence[int] | None = None, backend: Backend = "auto") -> np.ndarray:
-    """Frames ``indices`` (all when None) of an encoded clip as uint8 RGB ``(T, H, W, 3)``."""
+def decode_frames(source: Source, indices: Sequence[int] | None = None, backend: Backend = "auto",
+                  device: str = "cpu") -> np.ndarray:
+    """Frames ``indices`` (all when None) of an encoded clip as uint8 RGB ``(T, H, W, 3)``.
+
+    ``device`` is torchcodec's (``"cuda"`` or ``"cuda:N"``: NVDEC, frames still returned as numpy); the other
+    backends decode on the CPU only.
+    """
+    if device != "cpu" and backend != "torchcodec":
+        raise ValueError(f"decode device {device!r} needs the torchcodec backend, not {backend!r}")
+    if backend == "torchcodec":
+        try:
+            return _decode_torchcodec(source, indices, device)
+        except (DecodeError, *ENVIRONMENT_ERRORS):
+            raise
+        except Exception as exc:  # noqa: BLE001 - torchcodec raises RuntimeError/ValueError from FFmpeg
+            raise DecodeError(f"torchcodec could not decode the clip: {exc}") from exc
     if backend == "pyav":
         return _decode_pyav(source, indices)
     try:

@@ -41,7 +41,7 @@ class EvaluateSection(Section):
         "(EK-100 TSN: the view's window split into equal parts); jitter is ignored (views are deterministic).",
     )
     batch_size: int = Field(default=4, ge=1, description="Clips per forward pass (each with all its views).")
-    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    decode_backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
     results_table: Path = Field(
         default=Path("results/results.parquet"), description="Cross-run results table (relative: under the "
         "workdir); outside the stage folder, which is replaced on every commit.",

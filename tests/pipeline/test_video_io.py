@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,28 +12,58 @@ from tests.builders.videos import gradient_frames, write_video
 SETTINGS = EncodeSettings(short_side=None, fps=None, gop=4, crf=18, preset="veryfast")
 
 
-def test_decord_and_pyav_return_identical_frames_on_shard_clips(sharded):
+BACKENDS = ("decord", "pyav", "torchcodec")
+
+
+def test_backends_return_identical_frames_on_shard_clips(sharded):
+    rng = np.random.default_rng(0)
     shards = shard_paths(sharded.workdir / "shard")
     checked = 0
     for shard in shards:
         for sample in iter_shard(shard):
             n = frame_count(sample.mp4)
             assert n == sample.meta["num_frames"]
-            indices = [n - 1, 0, n // 2, n // 2, 1]  # out of order and repeated, as samplers ask
-            fast = decode_frames(sample.mp4, indices, backend="decord")
-            fallback = decode_frames(sample.mp4, indices, backend="pyav")
-            assert fast.shape == (5, sample.meta["height"], sample.meta["width"], 3)
-            assert np.array_equal(fast, fallback)
+            shape = (sample.meta["height"], sample.meta["width"], 3)
+            # out of order and repeated, as samplers ask; then a random subset (with repeats); then every frame
+            picks = [[n - 1, 0, n // 2, n // 2, 1], rng.integers(0, n, size=8).tolist(), None]
+            for indices in picks:
+                decoded = {b: decode_frames(sample.mp4, indices, backend=b) for b in BACKENDS}
+                assert decoded["decord"].shape == (n if indices is None else len(indices), *shape)
+                for backend in BACKENDS[1:]:
+                    assert decoded[backend].dtype == np.uint8
+                    assert np.array_equal(decoded["decord"], decoded[backend]), (sample.key, backend, indices)
             checked += 1
     assert checked >= 10
 
 
-def test_decode_errors_are_clear(tmp_path):
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
+def test_decode_errors_are_clear(tmp_path, backend):
     clip = write_video(tmp_path / "a.mp4", gradient_frames(6, 32, 24))
     with pytest.raises(DecodeError, match="out of range for a clip of 6 frames"):
-        decode_frames(clip.read_bytes(), [0, 6])
-    with pytest.raises(DecodeError, match="could not be decoded"):
-        decode_frames(b"not a video", [0])
+        decode_frames(clip.read_bytes(), [0, 6], backend)
+    with pytest.raises(DecodeError, match=r"indices \[-1\] out of range"):
+        decode_frames(clip, [-1], backend)
+    if backend != "pyav":  # PyAV chosen on its own raises its own InvalidDataError (a ValueError)
+        with pytest.raises(DecodeError, match="could not decode|could not be decoded"):
+            decode_frames(b"not a video", [0], backend)
+
+
+def test_torchcodec_without_ffmpeg_or_installed_names_the_fix(tmp_path, monkeypatch):
+    clip = write_video(tmp_path / "a.mp4", gradient_frames(6, 32, 24)).read_bytes()
+    import torchcodec.decoders
+
+    def no_ffmpeg(*args, **kwargs):
+        raise RuntimeError("Could not load libtorchcodec. Likely causes:\n1. FFmpeg is not properly installed")
+
+    monkeypatch.setattr(torchcodec.decoders, "VideoDecoder", no_ffmpeg)
+    with pytest.raises(DecodeError, match="torchcodec could not load the FFmpeg.*apt-get install libavcodec59"):
+        decode_frames(clip, [0], "torchcodec")
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "torchcodec.decoders")
+    with pytest.raises(DecodeError, match="torchcodec is not installed"):
+        decode_frames(clip, [0], "torchcodec")
+    with pytest.raises(ValueError, match="needs the torchcodec backend"):
+        decode_frames(clip, [0], "pyav", device="cuda")
 
 
 def test_resize_and_uniform_indices():
