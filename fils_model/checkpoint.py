@@ -76,12 +76,16 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     model.load_state_dict(state)
 
 
-def check_config(saved: dict[str, Any], current: dict[str, Any], path: Path, sections: tuple[str, ...]) -> None:
-    """Refuse to resume when architecture- or loss-defining config sections changed."""
+def check_config(saved: dict[str, Any], current: dict[str, Any], path: Path, sections: tuple[str, ...],
+                 ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to resume when architecture- or loss-defining config sections changed; ``ignore`` names settings
+    (``section.key``) in them that only say how the run is computed."""
     for section in sections:
-        if saved.get(section) != current.get(section):
-            diff = {k: (saved.get(section, {}).get(k), v) for k, v in current[section].items()
-                    if saved.get(section, {}).get(k) != v}
+        skip = {name.split(".", 1)[1] for name in ignore if name.startswith(f"{section}.")}
+        old = {k: v for k, v in saved.get(section, {}).items() if k not in skip}
+        new = {k: v for k, v in current.get(section, {}).items() if k not in skip}
+        if old != new:
+            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
             raise CheckpointError(
                 f"checkpoint {path} was trained with a different '{section}' config (saved vs current: {diff}); "
                 "restore those settings or use a new run directory"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Size = Literal["tiny", "small", "base", "large"]
+CheckpointedPart = Literal["encoder", "predictor"]
 
 # Encoder and predictor widths per size. "tiny" is deliberately minute so CPU tests run in seconds;
 # small/base/large follow ViT-S/B/L with the FILS/VideoMAE 384-wide predictor.
@@ -57,7 +58,19 @@ class ModelConfig(StrictConfig):
         description="student tokens pooled by ActCLIP: visible encoder outputs (D1) or tube embeddings (code)",
     )
     mask_ratio: float = Field(0.9, gt=0, lt=1)
-    activation_checkpointing: bool = False
+    activation_checkpointing: tuple[CheckpointedPart, ...] = Field(
+        (),
+        description="parts whose blocks recompute their activations in the backward pass instead of keeping them "
+        "(memory for compute; the outputs are the same). At 90 % masking the predictor runs on every token and the "
+        "encoder on a tenth of them, so [predictor] saves most of the memory; true = both, false = none",
+    )
+
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _parts_of_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return ("encoder", "predictor") if value else ()
+        return value
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> "ModelConfig":
@@ -89,6 +102,12 @@ class ModelConfig(StrictConfig):
     def num_patches(self) -> int:
         t, h, w = self.grid
         return t * h * w
+
+    @property
+    def num_masked(self) -> int:
+        """Masked tokens per clip: the same spatial patches in every time slice (tube masking)."""
+        t, h, w = self.grid
+        return t * int(self.mask_ratio * h * w)
 
 
 class LossConfig(StrictConfig):
@@ -180,6 +199,10 @@ class TrainerConfig(StrictConfig):
     log_every: int = Field(10, gt=0)
     diagnostics_every: int = Field(50, gt=0, description="collapse diagnostics (std, effective rank) cadence")
     tensorboard: bool = True
+    compile: bool = Field(
+        False, description="torch.compile the student encoder, predictor and teacher (no graph breaks; the first "
+        "steps pay the compilation)",
+    )
 
 
 class PretrainConfig(StrictConfig):

@@ -73,13 +73,15 @@ def gather_with_local_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherLocalGrad.apply(x)
 
 
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a (detached) tensor over ranks, for logging."""
-    x = x.detach().clone()
+def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Rank means of scalar tensors, for logging: one all-reduce and one device-to-host copy for all of them."""
+    if not values:
+        return {}
+    stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
     if current_world()[1] > 1:
-        dist.all_reduce(x)
-        x /= current_world()[1]
-    return x
+        dist.all_reduce(stacked)
+        stacked /= current_world()[1]
+    return dict(zip(values, stacked.tolist()))
 
 
 def barrier() -> None:

@@ -8,19 +8,15 @@ from torch import nn
 from fils_model.block import BlockStack, init_weights
 from fils_model.config import ModelConfig
 from fils_model.position import sincos_table
+from fils_model.token_index import gather_tokens
 from fils_model.tube_embed import TubeEmbed
-
-
-def keep_tokens(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Select ``keep`` (B, N) bool positions from ``(B, N, ...)``, same count per row, ascending order."""
-    batch = tokens.shape[0]
-    return tokens[keep].reshape(batch, -1, *tokens.shape[2:])
 
 
 class VideoEncoder(nn.Module):
     """Tube embedding + fixed sin-cos positions + pre-norm blocks + final LayerNorm.
 
-    ``mask`` is True for *masked* tokens (HF ``bool_masked_pos`` convention); only the others are encoded.
+    ``visible`` holds the positions of the tokens to encode (:class:`~fils_model.token_index.TokenSplit`); all
+    tokens are encoded without it.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -30,7 +26,7 @@ class VideoEncoder(nn.Module):
         self.blocks = BlockStack(
             cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_path, cfg.norm_eps
         )
-        self.blocks.checkpointing = cfg.activation_checkpointing
+        self.blocks.checkpointing = "encoder" in cfg.activation_checkpointing
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         init_weights(self)
 
@@ -38,12 +34,12 @@ class VideoEncoder(nn.Module):
         """Tube-embedding tokens ``(B, N, D)`` before position embedding (FILS' code-faithful targets)."""
         return self.patch_embed(video)
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode tube-embedding tokens; returns ``(B, N_visible, D)`` (all N when ``mask`` is None)."""
+    def encode(self, tokens: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode tube-embedding tokens; returns ``(B, n_visible, D)`` (all N when ``visible`` is None)."""
         x = tokens + self.pos_embed.to(tokens.dtype)
-        if mask is not None:
-            x = keep_tokens(x, ~mask)
+        if visible is not None:
+            x = gather_tokens(x, visible)
         return self.norm(self.blocks(x))
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode(self.embed(video), mask)
+    def forward(self, video: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(self.embed(video), visible)

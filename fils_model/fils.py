@@ -7,13 +7,14 @@ from torch import nn
 
 from fils_model.config import LossConfig, ModelConfig
 from fils_model.diagnostics import effective_rank, feature_std
-from fils_model.encoder import VideoEncoder, keep_tokens
+from fils_model.encoder import VideoEncoder
 from fils_model.losses.actclip import ActCLIPLoss, pool_tokens
 from fils_model.losses.feature import feature_loss
 from fils_model.losses.pixel import pixel_loss, tube_pixels, unnormalise
 from fils_model.predictor import Predictor
 from fils_model.projector import LanguageProjector, feature_head
 from fils_model.teacher import Teacher
+from fils_model.token_index import TokenSplit, gather_tokens, split_tokens
 
 
 class FILSModel(nn.Module):
@@ -23,7 +24,9 @@ class FILSModel(nn.Module):
     so the only parameters a step can leave without gradient are the encoder blocks when nothing reads them
     (:attr:`has_unused_parameters`, which DDP is told).
     Batch keys: ``video`` (B,3,T,H,W) normalised, ``mask`` (B,N) bool True = masked, ``action_tokens`` (B,N)
-    bool, ``text_embedding`` (B,text_dim), optional ``pixels`` (B,3,T,H,W) uint8 or [0,1] float.
+    bool, ``text_embedding`` (B,text_dim), optional ``pixels`` (B,3,T,H,W) uint8 or [0,1] float, optional
+    ``visible_index``/``masked_index`` (the mask's :class:`~fils_model.token_index.TokenSplit`, made in the
+    loader's collate; derived from ``mask`` on the device when absent).
     """
 
     def __init__(self, cfg: ModelConfig, loss_cfg: LossConfig) -> None:
@@ -63,6 +66,16 @@ class FILSModel(nn.Module):
         default invocation). DDP must then be built with ``find_unused_parameters``."""
         return self.predictor is None and self.cfg.actclip_source == "tube_embedding"
 
+    def compile_parts(self) -> None:
+        """``torch.compile`` the student encoder, the predictor and the teacher in place (the heavy parts; token
+        selection by index keeps their shapes fixed, so each compiles to one graph). Weights and state dict are
+        untouched: checkpoints load into a compiled or an eager model alike."""
+        self.encoder.encode = torch.compile(self.encoder.encode)
+        if self.predictor is not None:
+            self.predictor.sequence = torch.compile(self.predictor.sequence)
+        if self.teacher is not None:
+            self.teacher.forward = torch.compile(self.teacher.forward)
+
     @torch.no_grad()
     def after_step(self, momentum: float | None) -> None:
         """Per optimiser step bookkeeping: EMA teacher update (skipped when ``momentum`` is None) and the
@@ -73,21 +86,21 @@ class FILSModel(nn.Module):
             self.actclip.clamp_()
 
     def forward(self, batch: dict[str, torch.Tensor], diagnostics: bool = False) -> dict[str, torch.Tensor]:
-        video, mask = batch["video"], batch["mask"]
+        video, split = batch["video"], self.token_split(batch)
         tokens = self.encoder.embed(video)
         needs_encoder = self.predictor is not None or self.cfg.actclip_source == "encoder"
-        visible = self.encoder.encode(tokens, mask) if needs_encoder else tokens
-        sequence = self.predictor.sequence(visible, mask) if self.predictor is not None else None
+        visible = self.encoder.encode(tokens, split.visible) if needs_encoder else tokens
+        sequence = self.predictor.sequence(visible, split) if self.predictor is not None else None
         out: dict[str, torch.Tensor] = {}
         total = video.new_zeros((), dtype=torch.float32)
 
         if self.feature_head is not None:
             if self.loss_cfg.feature_pairing == "released_code":
-                states = keep_tokens(sequence, mask)  # B1: decoder order indexed with the original-order mask
+                states = gather_tokens(sequence, split.masked)  # B1: decoder order indexed with the original-order mask
             else:
                 states = sequence[:, visible.shape[1] :]
             pred = self.projector(self.feature_head(states))
-            target = self.teacher(video, mask)
+            target = self.teacher(video, split.masked)
             out["loss_feature"] = feature_loss(pred, target, self.loss_cfg.smooth_l1_beta)
             total = total + self.loss_cfg.feature_weight * out["loss_feature"]
             if diagnostics:
@@ -99,7 +112,7 @@ class FILSModel(nn.Module):
                 }
 
         if self.actclip is not None:
-            pooled, fallback_rate = self._pooled_video(tokens, visible, batch)
+            pooled, fallback_rate = self._pooled_video(tokens, visible, split, batch)
             out["loss_actclip"] = self.actclip(pooled, batch["text_embedding"])
             out["logit_scale"] = self.actclip.logit_scale.detach().exp()
             out["actclip_fallback_rate"] = fallback_rate
@@ -108,8 +121,9 @@ class FILSModel(nn.Module):
         if self.pixel_head is not None:
             pixels = batch.get("pixels")
             pixels = unnormalise(video) if pixels is None else pixels
-            target_px = keep_tokens(
-                tube_pixels(pixels, self.cfg.tubelet_size, self.cfg.patch_size, self.loss_cfg.norm_pix_loss), mask
+            target_px = gather_tokens(
+                tube_pixels(pixels, self.cfg.tubelet_size, self.cfg.patch_size, self.loss_cfg.norm_pix_loss),
+                split.masked,
             )
             out["loss_pixel"] = pixel_loss(self.pixel_head(sequence[:, visible.shape[1] :]), target_px)
             total = total + self.loss_cfg.pixel_weight * out["loss_pixel"]
@@ -117,8 +131,14 @@ class FILSModel(nn.Module):
         out["loss"] = total
         return out
 
+    def token_split(self, batch: dict[str, torch.Tensor]) -> TokenSplit:
+        """The batch's visible/masked positions: the collate's, or made from ``mask`` (``num_masked`` per clip)."""
+        if "visible_index" in batch and "masked_index" in batch:
+            return TokenSplit(batch["visible_index"], batch["masked_index"])
+        return split_tokens(batch["mask"], self.cfg.num_masked)
+
     def _pooled_video(
-        self, tokens: torch.Tensor, visible: torch.Tensor, batch: dict[str, torch.Tensor]
+        self, tokens: torch.Tensor, visible: torch.Tensor, split: TokenSplit, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """ActCLIP video embedding (projected student tokens pooled over the action area) and the fraction of
         clips with no candidate token inside their action area, which fall back to :func:`fallback_select`
@@ -128,10 +148,10 @@ class FILSModel(nn.Module):
         if action is None:
             if strategy != "average":
                 raise KeyError(f"ActCLIP pooling {strategy!r} needs batch['action_tokens'] (B, N) bool")
-            action = torch.ones(batch["mask"].shape, dtype=torch.bool, device=tokens.device)
+            action = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         if self.cfg.actclip_source == "tube_embedding":
             projected, select = self.projector(tokens), action
         else:
-            projected, select = self.projector(visible), keep_tokens(action, ~batch["mask"])
+            projected, select = self.projector(visible), gather_tokens(action, split.visible)
         empty = ~select.any(dim=1) if strategy != "average" else select.new_zeros(len(select))
         return pool_tokens(projected, select, strategy, self.loss_cfg.actclip_fallback), empty.float().mean()

@@ -25,6 +25,7 @@ from fils_model.distributed import DistEnv
 from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_loss import classification_loss, dense_targets
 from fils_model.trainer import LoopSettings, Trainer
+from fils_model.video_input import model_video
 
 
 def loop_settings(recipe: FinetuneRecipe) -> LoopSettings:
@@ -69,7 +70,7 @@ class FinetuneTrainer(Trainer):
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device = self.env.device
-        video = batch["video"].to(device, non_blocking=True)
+        video = model_video(batch["video"], device)
         targets = dense_targets({k: v.to(device) for k, v in batch.items() if k != "video"}, self.recipe.head)
         if self.mixup is not None:
             # timm cuts CutMix boxes from the last two dims: fold time into channels so every frame gets the box.

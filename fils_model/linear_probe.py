@@ -12,6 +12,7 @@ from fils_model.classifier import VideoClassifier
 from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_loss import classification_loss, dense_targets
 from fils_model.optim import build_optimizer, build_scheduler
+from fils_model.precision import inference_autocast
 
 
 @torch.no_grad()
@@ -21,7 +22,9 @@ def extract_features(model: VideoClassifier, batches: Iterable[dict[str, torch.T
     model.encoder.eval().to(device)
     collected: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
-        collected.setdefault("features", []).append(model.features(batch["video"].to(device)).float().cpu())
+        with inference_autocast(device):
+            features = model.features(batch["video"].to(device))
+        collected.setdefault("features", []).append(features.float().cpu())
         for key, value in batch.items():
             if key.startswith("target_"):
                 collected.setdefault(key, []).append(value)

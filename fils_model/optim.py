@@ -23,9 +23,11 @@ def batch_scale(global_batch_size: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: AdamWConfig, global_batch_size: int,
-                    layer_decay: float | None = None) -> torch.optim.Optimizer:
+                    layer_decay: float | None = None, fused: bool = False) -> torch.optim.Optimizer:
+    """``fused``: torch's single-kernel AdamW (one launch for all parameters; the trainer sets it on CUDA)."""
     return create_optimizer_v2(model, opt="adamw", lr=cfg.base_lr * batch_scale(global_batch_size),
-                               weight_decay=cfg.weight_decay, layer_decay=layer_decay, betas=cfg.betas, eps=cfg.eps)
+                               weight_decay=cfg.weight_decay, layer_decay=layer_decay, betas=cfg.betas, eps=cfg.eps,
+                               fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: AdamWConfig, total_steps: int, warmup_steps: int,

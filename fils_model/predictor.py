@@ -8,15 +8,15 @@ from torch import nn
 
 from fils_model.block import BlockStack, init_weights
 from fils_model.config import ModelConfig
-from fils_model.encoder import keep_tokens
 from fils_model.position import sincos_table
+from fils_model.token_index import TokenSplit, gather_tokens
 
 
 class Predictor(nn.Module):
     """Returns the block outputs (before any norm) of the masked tokens, ``(B, N_masked, decoder_dim)``.
 
     The sequence is ``[visible ; masked]``, each part in ascending position order, so output ``i`` belongs to
-    the ``i``-th masked position of ``mask`` in ascending order -- the same order as ``target[mask]``.
+    the ``i``-th masked position in ascending order -- the same order as the teacher's targets.
     (FILS' released code indexed the concatenated sequence with the original mask instead: bug B1.)
     """
 
@@ -28,16 +28,16 @@ class Predictor(nn.Module):
         self.blocks = BlockStack(
             cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.qkv_bias, 0.0, cfg.norm_eps
         )
-        self.blocks.checkpointing = cfg.activation_checkpointing
+        self.blocks.checkpointing = "predictor" in cfg.activation_checkpointing
         init_weights(self)
         trunc_normal_(self.mask_token, std=0.02)
 
-    def sequence(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def sequence(self, visible: torch.Tensor, split: TokenSplit) -> torch.Tensor:
         """Block outputs of the whole ``[visible ; masked]`` sequence, ``(B, N, decoder_dim)``."""
         x = self.encoder_to_decoder(visible)
         pos = self.pos_embed.to(x.dtype).expand(x.shape[0], -1, -1)
-        x = torch.cat([x + keep_tokens(pos, ~mask), self.mask_token.to(x.dtype) + keep_tokens(pos, mask)], dim=1)
-        return self.blocks(x)
+        masked = self.mask_token.to(x.dtype) + gather_tokens(pos, split.masked)
+        return self.blocks(torch.cat([x + gather_tokens(pos, split.visible), masked], dim=1))
 
-    def forward(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.sequence(visible, mask)[:, visible.shape[1] :]
+    def forward(self, visible: torch.Tensor, split: TokenSplit) -> torch.Tensor:
+        return self.sequence(visible, split)[:, visible.shape[1] :]

@@ -22,8 +22,9 @@ from fils_model.fils import FILSModel
 from fils_model.loss_floors import LOSS_FLOORS_JSON, loss_floors
 from fils_model.seeding import seed_everything
 from fils_model.trainer import LoopSettings, Trainer
+from fils_model.video_input import model_video
 
-BATCH_KEYS = ("video", "mask", "action_tokens", "text_embedding", "pixels")
+BATCH_KEYS = ("video", "mask", "visible_index", "masked_index", "action_tokens", "text_embedding", "pixels")
 # ``make_batches(start_step, env)``: this rank's batches from ``start_step`` on.
 BatchFactory = Callable[[int, DistEnv], Iterable[dict[str, torch.Tensor]]]
 
@@ -43,6 +44,8 @@ class PretrainTrainer(Trainer):
         self.cfg = cfg
         seed_everything(cfg.trainer.seed)  # identical initial weights on every rank
         model = FILSModel(cfg.model, cfg.loss)
+        if cfg.trainer.compile:
+            model.compile_parts()
         super().__init__(model, loop_settings(cfg), run_dir, dist_env,
                          broadcast_buffers=False,  # buffers are fixed position tables
                          find_unused_parameters=model.has_unused_parameters)
@@ -58,7 +61,11 @@ class PretrainTrainer(Trainer):
         return loss_floors(self.cfg.loss, self.cfg.model, candidates)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raw = batch["video"]
         batch = {k: batch[k].to(self.env.device, non_blocking=True) for k in BATCH_KEYS if k in batch}
+        if raw.dtype == torch.uint8:  # the loader's frames: the pixel target straight from them
+            batch["pixels"] = batch["video"]
+        batch["video"] = model_video(batch["video"], self.env.device)
         with self.autocast():
             return self.net(batch, diagnostics=self._diagnostics_step(self.step + 1))
 
@@ -89,7 +96,8 @@ class PretrainTrainer(Trainer):
         return {"config": self.cfg.model_dump(mode="json")}
 
     def load_extra_state(self, state: dict[str, Any], path: Path) -> None:
-        check_config(state.get("config", {}), self.cfg.model_dump(mode="json"), path, ("model", "loss"))
+        check_config(state.get("config", {}), self.cfg.model_dump(mode="json"), path, ("model", "loss"),
+                     ignore=("model.activation_checkpointing",))
 
 
 def run_pretraining(cfg: PretrainConfig, run_dir: Path, make_batches: BatchFactory) -> dict[str, float]:

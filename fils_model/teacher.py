@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from fils_model.ema import ema_update
-from fils_model.encoder import VideoEncoder, keep_tokens
+from fils_model.encoder import VideoEncoder
 from fils_model.losses.feature import language_targets
 from fils_model.projector import LanguageProjector
+from fils_model.token_index import gather_tokens
 
 
 class Teacher(nn.Module):
@@ -32,8 +33,8 @@ class Teacher(nn.Module):
         ema_update(self.projector, projector, momentum)
 
     @torch.no_grad()
-    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Targets ``(B, N_masked, text_dim)`` for the masked tokens, ascending position order.
+    def forward(self, video: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Targets ``(B, n_masked, text_dim)`` for the tokens at positions ``masked`` (ascending).
 
         ``source="encoder"``: the teacher encoder sees the full, unmasked clip (paper intent, D1);
         ``source="tube_embedding"``: tube-embedding tokens, as in FILS' released code (B3).
@@ -41,4 +42,4 @@ class Teacher(nn.Module):
         tokens = self.encoder.embed(video)
         if self.source == "encoder":
             tokens = self.encoder.encode(tokens)
-        return language_targets(self.projector(keep_tokens(tokens, mask)))
+        return language_targets(self.projector(gather_tokens(tokens, masked)))

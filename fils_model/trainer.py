@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fils_model.checkpoint import CheckpointManager, capture_rng, load_checkpoint, load_model_state, restore_rng
 from fils_model.config import AdamWConfig
-from fils_model.distributed import DistEnv, all_reduce_mean
+from fils_model.distributed import DistEnv, mean_over_ranks
 from fils_model.metrics import MetricLogger
 from fils_model.optim import build_optimizer, build_scheduler
 
@@ -57,7 +57,8 @@ class Trainer:
         self.local_batch = loop.global_batch_size // self.env.world_size
         self.model = model.to(self.env.device)
         self.net = DistributedDataParallel(self.model, **ddp_options) if self.env.enabled else self.model
-        self.optimizer = build_optimizer(self.model, loop.optim, loop.global_batch_size, loop.layer_decay)
+        self.optimizer = build_optimizer(self.model, loop.optim, loop.global_batch_size, loop.layer_decay,
+                                         fused=self.env.device.type == "cuda")
         self.scheduler = build_scheduler(self.optimizer, loop.optim, loop.total_steps, loop.warmup_steps,
                                          loop.global_batch_size)
         bf16 = loop.precision == "bf16" or (loop.precision == "auto" and self.env.device.type == "cuda")
@@ -117,8 +118,12 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimiser step and the subclass's ``after_step``; returns rank-averaged scalars."""
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        """One optimiser step and the subclass's ``after_step``.
+
+        Returns the step's values as they are, device tensors included: nothing here waits for the device, so the
+        host queues the next step while this one runs. :meth:`metrics` turns them into logged numbers, which
+        :meth:`fit` does only on log steps."""
         self.scheduler.step_update(self.step)
         self.net.train()
         out = self.compute_loss(batch)
@@ -132,26 +137,35 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         extra = self.after_step()
-        values = {k: all_reduce_mean(v.float()).item() for k, v in out.items()}
-        return values | {"lr": lr, "grad_norm": float(grad_norm)} | extra
+        return {k: v.detach() for k, v in out.items()} | {"lr": lr, "grad_norm": grad_norm.detach()} | extra
+
+    @staticmethod
+    def metrics(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+        """A step's values as numbers, tensors averaged over ranks (a collective: every rank calls it)."""
+        tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+        return {k: float(v) for k, v in values.items() if k not in tensors} | mean_over_ranks(tensors)
 
     def fit(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Train until ``total_steps`` or the end of ``batches``, saving the step reached; returns the last
         step's metrics."""
         last: dict[str, float] = {}
+        values: dict[str, torch.Tensor | float] = {}
         started, steps_since_log = time.perf_counter(), 0
         for batch in batches:
             if self.step >= self.loop.total_steps:
                 break
-            last = self.train_step(batch)
+            values = self.train_step(batch)
             steps_since_log += 1
             if self.should_log():
-                elapsed = time.perf_counter() - started
+                last = self.metrics(values)
+                elapsed = time.perf_counter() - started  # after the sync in metrics(): the steps really done
                 last["clips_per_s"] = self.loop.global_batch_size * steps_since_log / max(elapsed, 1e-9)
                 self.logger.log(self.step, last)
-                started, steps_since_log = time.perf_counter(), 0
+                started, steps_since_log, values = time.perf_counter(), 0, {}
             if self.step % self.loop.checkpoint_every == 0:
                 self.save()
+        if values:  # the stream ended after a step that was not logged
+            last = self.metrics(values)
         if self.step > 0 and self.checkpoints.latest() != self.checkpoints.path(self.step):
             self.save()  # end of training or of the batch stream
         self.logger.close()

@@ -23,6 +23,11 @@ class ClipStreamConfig(Section):
     shuffle_buffer: int = Field(
         default=256, ge=1, description="Raw samples (encoded clips, in memory) in each loader stream's shuffle buffer."
     )
+    repeated_views: int = Field(
+        default=1, ge=1, description="Training views drawn from each decoded clip (repeated sampling, as in MAE-ST "
+        "and VideoMAE V2): each its own crop, flip and mask, one decode for all. A batch holds batch/views clips; "
+        "the views of a clip share its caption, which ActCLIP treats as positives of each other.",
+    )
     decode_backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
 
 

@@ -38,7 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.clips.config import ClipStreamConfig
 from pipeline.video.decode import decode_frames
-from pipeline.video.transforms import CropFlip, apply_crop_flip, frame_indices, normalise, random_crop_flip
+from pipeline.video.transforms import CropFlip, apply_crop_flip, channels_first, frame_indices, random_crop_flip
 
 log = logging.getLogger("fils.data")
 
@@ -144,6 +144,12 @@ class StreamSettings:
     decode_timeout_s: float
     recipe: SampleRecipe
 
+    def __post_init__(self) -> None:
+        if self.local_batch % self.data.repeated_views:
+            raise ValueError(f"a rank's batch of {self.local_batch} clips is not a multiple of repeated_views "
+                             f"{self.data.repeated_views}: every decoded clip gives all its views to one batch; "
+                             "change the global batch size or repeated_views")
+
 
 class ShardCycle:
     """Endless shard URLs of one stream: pass ``p`` permutes all shards with a seed shared by every stream and
@@ -219,9 +225,10 @@ class ClipBatchStream(IterableDataset):
         stream = self.layout.stream_index(worker)
         prepared = ((i, self._prepare(sample, (seed, stream, segment, i), counter)) for i, sample in indexed)
         good = ((i, s) for i, s in prepared if s is not None)
+        clips_per_batch = self.settings.local_batch // self.settings.data.repeated_views
         for step in steps:
-            items = list(itertools.islice(good, self.settings.local_batch))
-            yield self._collate([s for _, s in items], step) | {
+            items = list(itertools.islice(good, clips_per_batch))
+            yield self._collate([view for _, views in items for view in views], step) | {
                 "worker": worker, "segment": segment, "cursor": items[-1][0] + 1, "counts": dict(counter)}
 
     def raw_samples(self, worker: int, segment: int, counter: SampleCounter) -> Iterator[dict[str, Any]]:
@@ -237,8 +244,10 @@ class ClipBatchStream(IterableDataset):
                         rng=random.Random(seed_of(seed, stream, segment, 1))),
         ))
 
-    def _prepare(self, raw: dict[str, Any], seed: tuple[int, ...], counter: SampleCounter) -> dict[str, Any] | None:
-        """Decode, sample and crop/flip one clip, plus the recipe's fields; None (counted) when it cannot be used."""
+    def _prepare(self, raw: dict[str, Any], seed: tuple[int, ...],
+                 counter: SampleCounter) -> list[dict[str, Any]] | None:
+        """Decode and sample one clip, then ``repeated_views`` views of it, each its own crop/flip with the recipe's
+        fields (uint8 video; the trainer normalises on its device); None (counted) when it cannot be used."""
         s = self.settings
         key = str(raw.get("__key__"))
         counter["prepared"] += 1
@@ -258,10 +267,13 @@ class ClipBatchStream(IterableDataset):
         except Exception as exc:  # noqa: BLE001 - a bad clip never stops training
             return counter.skip("corrupt", key, f"{type(exc).__name__}: {exc}")
         height, width = frames.shape[1:3]
-        crop = random_crop_flip(width, height, s.data.augment, rng)
+        views = []
+        for _ in range(s.data.repeated_views):
+            crop = random_crop_flip(width, height, s.data.augment, rng)
+            views.append({"video": channels_first(apply_crop_flip(frames, crop, s.img_size)),
+                          **s.recipe.after_crop(fields, crop, width, height)})
         counter["good"] += 1
-        return {"video": normalise(apply_crop_flip(frames, crop, s.img_size)),
-                **s.recipe.after_crop(fields, crop, width, height)}
+        return views
 
     def _collate(self, samples: list[dict[str, torch.Tensor]], step: int) -> dict[str, Any]:
         batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from fils_model.losses.pixel import IMAGENET_MEAN, IMAGENET_STD
+from fils_model.video_input import normalise_video
 from pipeline.video.clip_config import AugmentConfig, SamplingConfig
 from pipeline.video.decode import uniform_indices
 
@@ -84,9 +84,11 @@ def crop_box(box: Box, crop: CropFlip, width: int, height: int) -> Box:
     return (1.0 - x2, y1, 1.0 - x1, y2) if crop.flip else (x1, y1, x2, y2)
 
 
+def channels_first(frames: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> uint8 ``(3, T, H, W)``: what the training loader hands to the trainer."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()
+
+
 def normalise(frames: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 -> ImageNet-normalised float ``(3, T, H, W)``."""
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None, None]
-    return video.sub_(mean).div_(std)
+    return normalise_video(channels_first(frames))

@@ -12,6 +12,7 @@ import torch
 
 from fils_model.classifier import VideoClassifier
 from fils_model.finetune_loss import target_key
+from fils_model.precision import inference_autocast
 from pipeline.shards import ShardSample
 from pipeline.video.clip_config import SamplingConfig, ViewsConfig
 from stages.evaluate.metrics import average_views
@@ -66,7 +67,9 @@ def predict(models: Mapping[str, VideoClassifier], samples: Iterable[ShardSample
         for name, model in models.items():
             out = outs[name]
             out.keys += batch["keys"]
-            for head, values in model(video).items():
+            with inference_autocast(device):
+                logits = model(video)
+            for head, values in logits.items():
                 per_clip = values.float().cpu().numpy().reshape(clips, -1, values.shape[-1])
                 out.scores.setdefault(head, []).extend(average_views(per_clip, multi))
                 out.targets.setdefault(head, []).extend(batch[target_key(head)].numpy())

@@ -1,6 +1,7 @@
 """What pre-training makes of a clip besides its frames (the loader itself is ``pipeline.clips``): the clip's
 caption embedding, its action area as the tokens of its crop, and each batch's tube masks, drawn from
-(seed, step, rank) so that a resumed run masks exactly as an uninterrupted one."""
+(seed, step, rank) so that a resumed run masks exactly as an uninterrupted one, with their visible/masked token
+positions (the model gathers by them: fixed shapes, no host sync)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import torch
 
 from fils_model.config import ModelConfig
 from fils_model.masking import tube_mask
+from fils_model.token_index import split_tokens
 from pipeline.clips.stream import SampleCounter, StreamSettings
 from pipeline.video.transforms import CENTRE_BOX, CropFlip, crop_box
 from stages.pretrain.config import PretrainDataConfig
@@ -48,6 +50,7 @@ class PretrainRecipe:
     def finish_batch(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, step, rank])
         batch["mask"] = tube_mask(len(batch["video"]), self.model.grid, self.model.mask_ratio, rng)
+        batch["visible_index"], batch["masked_index"] = split_tokens(batch["mask"], self.model.num_masked)
         return batch
 
 

@@ -56,7 +56,9 @@ LOG_FILE = "train.log"
 ENTRY = "stages.pretrain.stage"  # the training process: ``main`` below
 ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
 METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
-RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch")
+# How the run is computed, not what it computes (activation recompute and compilation give the same weights).
+RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch", "pretrain.model.activation_checkpointing",
+                "pretrain.trainer.compile")
 
 
 SKIP_REASONS = STREAM_SKIP_REASONS + PretrainRecipe.skip_reasons  # what `skipped_samples` counts

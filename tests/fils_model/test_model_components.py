@@ -9,12 +9,13 @@ from pydantic import ValidationError
 
 from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
 from fils_model.ema import ema_momentum
-from fils_model.encoder import keep_tokens
 from fils_model.fils import FILSModel
 from fils_model.finetune_config import FinetuneOptim
 from fils_model.masking import tube_mask
 from fils_model.optim import build_optimizer, build_scheduler
+from fils_model.token_index import split_tokens
 from tests.builders.synthetic_clips import SyntheticClips
+from tests.fils_model.reference import rows_where
 
 torch.set_num_threads(1)
 CFG = ModelConfig(size="tiny", img_size=32, num_frames=8, patch_size=8, text_dim=16, mask_ratio=0.75)
@@ -34,21 +35,22 @@ def test_predictions_paired_with_targets_token_by_token() -> None:
     model = make_model().eval()
     batch = SyntheticClips(CFG).batch(0, 3)
     mask = batch["mask"]
+    split = split_tokens(mask, CFG.num_masked)
     with torch.no_grad():
-        visible = model.encoder(batch["video"], mask)
-        got = model.predictor(visible, mask)
+        visible = model.encoder(batch["video"], split.visible)
+        got = model.predictor(visible, split)
         pred = model.predictor
         x = pred.mask_token.expand(3, CFG.num_patches, -1).clone()
         x[~mask] = pred.encoder_to_decoder(visible).reshape(-1, CFG.decoder_dim)
-        reference = keep_tokens(pred.blocks(x + pred.pos_embed), mask)
+        reference = rows_where(pred.blocks(x + pred.pos_embed), mask)
         full_targets = model.teacher.projector(model.teacher.encoder(batch["video"]))
         full_targets = torch.nn.functional.layer_norm(full_targets, full_targets.shape[-1:])
     torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-4)
-    buggy = pred.blocks(torch.cat([pred.encoder_to_decoder(visible) + keep_tokens(pred.pos_embed.expand(3, -1, -1), ~mask),
-                                   pred.mask_token + keep_tokens(pred.pos_embed.expand(3, -1, -1), mask)], 1))
-    assert not torch.allclose(keep_tokens(buggy.detach(), mask), reference, atol=1e-3)  # FILS' B1 indexing
+    buggy = pred.blocks(torch.cat([pred.encoder_to_decoder(visible) + rows_where(pred.pos_embed.expand(3, -1, -1), ~mask),
+                                   pred.mask_token + rows_where(pred.pos_embed.expand(3, -1, -1), mask)], 1))
+    assert not torch.allclose(rows_where(buggy.detach(), mask), reference, atol=1e-3)  # FILS' B1 indexing
     with torch.no_grad():
-        targets = model.teacher(batch["video"], mask)
+        targets = model.teacher(batch["video"], split.masked)
     for b in range(3):  # target slot i is token argwhere(mask)[i] of the full-clip teacher output
         index = torch.nonzero(mask[b]).squeeze(1)
         torch.testing.assert_close(targets[b], full_targets[b, index], atol=1e-5, rtol=1e-4)
@@ -87,9 +89,10 @@ def test_actclip_gradient_reaches_only_action_area(source: str) -> None:
     batch = SyntheticClips(cfg).batch(1, 6)
     action, mask = batch["action_tokens"], batch["mask"]
     embedded = model.encoder.embed(batch["video"]).detach().requires_grad_(True)
-    visible = model.encoder.encode(embedded, mask)
-    pooled, _ = model._pooled_video(embedded, visible, batch)
-    tokens, inside = (embedded, action) if source == "tube_embedding" else (visible, keep_tokens(action, ~mask))
+    split = split_tokens(mask, cfg.num_masked)
+    visible = model.encoder.encode(embedded, split.visible)
+    pooled, _ = model._pooled_video(embedded, visible, split, batch)
+    tokens, inside = (embedded, action) if source == "tube_embedding" else (visible, rows_where(action, ~mask))
     (grad,) = torch.autograd.grad(pooled.sum(), tokens)
     rows = inside.any(1)
     assert rows.sum() >= 2
@@ -157,13 +160,18 @@ def test_config_presets_and_validation() -> None:
         TrainerConfig(total_steps=1, global_batch_size=1, lr=3)
 
 
-def test_activation_checkpointing_gives_same_gradients() -> None:
+@pytest.mark.parametrize("parts", [["encoder"], ["predictor"], True])
+def test_activation_checkpointing_gives_same_gradients(parts: list[str] | bool) -> None:
+    """Per part, or ``true`` for both (older configs); nothing is recomputed by default."""
     batch = SyntheticClips(CFG).batch(0, 2)
     grads = []
-    for flag in (False, True):
+    for setting in (False, parts):
         torch.manual_seed(0)
-        model = FILSModel(CFG.model_copy(update={"activation_checkpointing": flag}), LossConfig())
-        assert model.encoder.blocks.checkpointing is flag
+        cfg = ModelConfig(**(CFG.model_dump() | {"activation_checkpointing": setting}))
+        model = FILSModel(cfg, LossConfig())
+        chosen = {"encoder", "predictor"} if setting is True else set(setting or ())
+        assert model.encoder.blocks.checkpointing == ("encoder" in chosen)
+        assert model.predictor.blocks.checkpointing == ("predictor" in chosen)
         model(batch)["loss"].backward()
         grads.append([p.grad for p in model.parameters() if p.requires_grad])
     for a, b in zip(*grads):
@@ -226,8 +234,9 @@ def test_released_code_pairing_indexes_decoder_order_with_the_original_mask() ->
     released.feature_head.register_forward_hook(lambda m, i, o: captured.update(states=i[0]))
     with torch.no_grad():
         released(batch)
-        visible = released.encoder(batch["video"], mask)
-        sequence = released.predictor.sequence(visible, mask)
+        split = split_tokens(mask, CFG.num_masked)
+        visible = released.encoder(batch["video"], split.visible)
+        sequence = released.predictor.sequence(visible, split)
     for b in range(3):
         positions = torch.nonzero(mask[b]).squeeze(1)  # original-order indices into the decoder-order sequence
         torch.testing.assert_close(captured["states"][b], sequence[b, positions])

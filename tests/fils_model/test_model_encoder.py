@@ -12,6 +12,7 @@ from fils_model.config import ModelConfig
 from fils_model.encoder import VideoEncoder
 from fils_model.masking import tube_mask
 from fils_model.position import sincos_table
+from fils_model.token_index import split_tokens
 from fils_model.videomae_layout import HF_PREFIX, encoder_to_hf, hf_to_encoder
 
 CFG = ModelConfig(size="tiny", img_size=32, num_frames=4, patch_size=8, embed_dim=48, depth=2, num_heads=3)
@@ -51,9 +52,10 @@ def test_encoder_equals_hf_videomae(qkv_bias: bool, masked: bool) -> None:
     ours.load_state_dict(hf_to_encoder({HF_PREFIX + k: v for k, v in hf.state_dict().items()}))
     video = torch.randn(2, 3, CFG.num_frames, CFG.img_size, CFG.img_size)
     mask = tube_mask(2, CFG.grid, 0.75, np.random.default_rng(0)) if masked else None
+    visible = None if mask is None else split_tokens(mask, int(mask[0].sum())).visible
     with torch.no_grad():
         expected = hf(video.transpose(1, 2), bool_masked_pos=mask).last_hidden_state
-        got = ours(video, mask)
+        got = ours(video, visible)
     assert got.shape == expected.shape
     assert (got - expected).abs().max() < 1e-4
 

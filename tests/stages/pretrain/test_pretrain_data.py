@@ -208,3 +208,33 @@ def test_a_stream_whose_every_clip_is_unusable_fails_instead_of_spinning(tmp_pat
     settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in bad], shuffle_buffer=1)
     with pytest.raises(StreamError, match=r"none usable .*'corrupt'"):
         list(ClipBatches(settings, Layout(0, 1, 1), 0, 2, LoaderConfig(workers=0), tmp_path / "state"))
+
+
+def test_repeated_views_share_one_decode_and_differ_in_crop_flip_and_mask(tmp_path, clips, monkeypatch):
+    """repeated_views: 2 with a batch of 4 = 2 decoded clips x 2 views, adjacent; uint8 frames for the device."""
+    from pipeline.clips import stream
+
+    decoded, crops = [], []
+    real_decode, real_crop = stream.decode_frames, stream.random_crop_flip
+    monkeypatch.setattr(stream, "decode_frames", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    monkeypatch.setattr(stream, "random_crop_flip", lambda *a: crops.append(real_crop(*a)) or crops[-1])
+    write_tar(tmp_path / "train-000000.tar", clips[:8])
+    settings = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in clips[:8]], shuffle_buffer=1,
+                            repeated_views=2)
+    batches = list(ClipBatches(settings, Layout(0, 1, 1), 0, 6, LoaderConfig(workers=0), tmp_path / "state"))
+    assert len(decoded) == 6 * 2  # one decode per clip, not per view
+    pairs = list(zip(crops[::2], crops[1::2]))
+    assert len(pairs) == 12 and all(a != b for a, b in pairs)
+    assert any(a.flip != b.flip for a, b in pairs) and any(a.flip == b.flip for a, b in pairs)  # drawn per view
+    for batch in batches:
+        assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (4, 3, 4, 32, 32)
+        for first in (0, 2):
+            a, b = first, first + 1
+            assert torch.equal(batch["text_embedding"][a], batch["text_embedding"][b])  # one clip
+            assert not torch.equal(batch["video"][a], batch["video"][b])  # its own crop
+            assert not torch.equal(batch["mask"][a], batch["mask"][b])  # its own mask
+        assert not torch.equal(batch["text_embedding"][0], batch["text_embedding"][2])  # two clips
+    assert 0 < sum(int(not torch.equal(b["action_tokens"][0], b["action_tokens"][1])) for b in batches)
+    single = settings_for(tmp_path, [tmp_path / "train-000000.tar"], [s.key for s in clips[:8]], shuffle_buffer=1)
+    with pytest.raises(ValueError, match="not a multiple of repeated_views 3"):
+        replace(single, data=single.data.model_copy(update={"repeated_views": 3}))

@@ -1,0 +1,21 @@
+"""What the models take as video: ImageNet-normalised float ``(..., 3, T, H, W)``. Loaders hand over uint8 (a
+quarter of the bytes to pin, copy and move); it is normalised here, on the model's device."""
+from __future__ import annotations
+
+import torch
+
+from fils_model.losses.pixel import IMAGENET_MEAN, IMAGENET_STD
+
+
+def normalise_video(video: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., 3, T, H, W)`` -> normalised float32, on ``video``'s device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=video.device)[:, None, None, None]
+    std = torch.tensor(IMAGENET_STD, device=video.device)[:, None, None, None]
+    return video.float().div_(255.0).sub_(mean).div_(std)
+
+
+def model_video(video: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch's ``video`` on ``device``, normalised there when it arrives as uint8 (floats are taken as already
+    normalised)."""
+    video = video.to(device, non_blocking=True)
+    return normalise_video(video) if video.dtype == torch.uint8 else video
