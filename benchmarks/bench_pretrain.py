@@ -8,7 +8,9 @@ implementation alone):
     of the same student and predictor, pixel loss only) and ``teacher_forward`` (one teacher forward on the full,
     unmasked clip); their sum is the work FILS cannot avoid, and ``fils / irreducible`` is the target (<= 1.1);
   * ``hf``: HF transformers' VideoMAEForPreTraining step, for reference (FILS does strictly more: its teacher alone
-    sees 1 / (1 - mask_ratio) times the tokens of VideoMAE's encoder).
+    sees 1 / (1 - mask_ratio) times the tokens of VideoMAE's encoder);
+  * ``fils_compiled``: the FILS step with ``trainer.compile`` (encoder, predictor and teacher through
+    torch.compile; the warm-up steps pay the compilation, reported on its own).
 Ratios are taken within each repeat. FLOPs per step (forward + backward; the teacher's forward only) come from
 torch's FlopCounterMode. Writes benchmarks/results/pretrain.json (benchmarks/record.py) and prints it.
 
@@ -33,11 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fils_model.config import LossConfig, ModelConfig, PretrainConfig, TrainerConfig  # noqa: E402
+from fils_model.token_index import split_tokens  # noqa: E402
 from tests.builders.synthetic_clips import SyntheticClips  # noqa: E402
 
 from record import cell, describe_machine, save, significant, spread  # noqa: E402
 
-IMPLS = ("fils", "student_predictor", "teacher_forward", "hf")
+IMPLS = ("fils", "student_predictor", "teacher_forward", "hf", "fils_compiled")
 PIXEL_ONLY = LossConfig(actclip_weight=0.0, feature_weight=0.0, pixel_weight=1.0)
 
 
@@ -45,19 +48,24 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(size=args.size, img_size=args.img_size, num_frames=args.frames, patch_size=args.patch)
 
 
-def _trainer(args: argparse.Namespace, device: torch.device, loss: LossConfig):
+def _trainer(args: argparse.Namespace, device: torch.device, loss: LossConfig, compile: bool = False):
     from fils_model.distributed import DistEnv
     from fils_model.pretrain_trainer import PretrainTrainer
 
     cfg = PretrainConfig(model=model_config(args), loss=loss,
-                         trainer=TrainerConfig(total_steps=1000, global_batch_size=args.batch, tensorboard=False))
+                         trainer=TrainerConfig(total_steps=1000, global_batch_size=args.batch, tensorboard=False,
+                                               compile=compile))
     return PretrainTrainer(cfg, Path(tempfile.mkdtemp()), DistEnv(device=device)), cfg
 
 
-def fils_step(args: argparse.Namespace, device: torch.device, loss: LossConfig | None = None):
-    trainer, cfg = _trainer(args, device, loss or LossConfig())
+def fils_step(args: argparse.Namespace, device: torch.device, loss: LossConfig | None = None, compile: bool = False):
+    trainer, cfg = _trainer(args, device, loss or LossConfig(), compile)
     batch = SyntheticClips(cfg.model).batch(0, args.batch)
-    return lambda: trainer.train_step(batch)
+    return lambda: trainer.train_step(batch)["loss"].item()  # the host waits for the step, as a log step does
+
+
+def fils_compiled_step(args: argparse.Namespace, device: torch.device):
+    return fils_step(args, device, compile=True)
 
 
 def student_predictor_step(args: argparse.Namespace, device: torch.device):
@@ -67,12 +75,13 @@ def student_predictor_step(args: argparse.Namespace, device: torch.device):
 def teacher_forward(args: argparse.Namespace, device: torch.device):
     trainer, cfg = _trainer(args, device, LossConfig())
     batch = SyntheticClips(cfg.model).batch(0, args.batch)
-    video, mask = batch["video"].to(device), batch["mask"].to(device)
+    video = batch["video"].to(device)
+    masked = split_tokens(batch["mask"], cfg.model.num_masked).masked.to(device)
 
     @torch.no_grad()
     def step() -> None:
         with trainer.autocast():
-            trainer.model.teacher(video, mask).sum().item()
+            trainer.model.teacher(video, masked).sum().item()
 
     return step
 
@@ -101,15 +110,17 @@ def hf_step(args: argparse.Namespace, device: torch.device):
 
 
 STEPS = {"fils": fils_step, "student_predictor": student_predictor_step, "teacher_forward": teacher_forward,
-         "hf": hf_step}
+         "hf": hf_step, "fils_compiled": fils_compiled_step}
 
 
 def worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     step = STEPS[args.impl](args, device)
+    started = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    warmup_s = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -128,7 +139,7 @@ def worker(args: argparse.Namespace) -> dict:
         step()
     times.sort()
     return {"step_s": times[len(times) // 2], "peak_mem_mib": peak, "gflops": counter.get_total_flops() / 1e9,
-            "device": device.type}
+            "device": device.type, "warmup_s": warmup_s}
 
 
 def render_markdown(doc: dict) -> str:
@@ -139,8 +150,9 @@ def render_markdown(doc: dict) -> str:
         "plus one teacher forward on the full clip, each measured on its own:",
         "",
         "| size | FILS step | irreducible: student + predictor step, teacher forward | FILS / irreducible "
-        "(target ≤ 1.1) | HF VideoMAE step | FILS / HF | GFLOP per step: FILS, irreducible, HF |",
-        "|---|---|---|---|---|---|---|",
+        "(target ≤ 1.1) | HF VideoMAE step | FILS / HF | GFLOP per step: FILS, irreducible, HF "
+        "| FILS compiled: step, / eager, warm-up |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for size in s["sizes"]:
         f = doc["figures"][size]
@@ -152,7 +164,8 @@ def render_markdown(doc: dict) -> str:
             f"| {size} | {ms('fils_step_s')} ms | {ms('student_predictor_step_s')} ms + {ms('teacher_forward_s')} ms "
             f"| {cell(f['fils_over_irreducible'], '{:.2f}')} | {ms('hf_step_s')} ms | {cell(f['fils_over_hf'], '{:.2f}')}"
             f" | {significant(f['gflops']['fils'])}, {significant(f['gflops']['irreducible'])}, "
-            f"{significant(f['gflops']['hf'])} |")
+            f"{significant(f['gflops']['hf'])} | {ms('fils_compiled_step_s')} ms, "
+            f"{cell(f['compiled_over_eager'], '{:.2f}')}, {cell(f['compile_warmup_s'])} s |")
     return "\n".join(lines)
 
 
@@ -198,6 +211,8 @@ def main() -> None:
             "irreducible_s": spread(irreducible),
             "fils_over_irreducible": spread([f / i for f, i in zip(step["fils"], irreducible)]),
             "fils_over_hf": spread([f / h for f, h in zip(step["fils"], step["hf"])]),
+            "compiled_over_eager": spread([c / f for c, f in zip(step["fils_compiled"], step["fils"])]),
+            "compile_warmup_s": spread([r["fils_compiled"]["warmup_s"] for r in repeats]),
             "fils_clips_per_s": spread([args.batch / t for t in step["fils"]]),
             "fils_peak_mem_mib": spread([r["fils"]["peak_mem_mib"] for r in repeats]),
             "gflops": {"fils": first["fils"]["gflops"], "hf": first["hf"]["gflops"],

@@ -26,7 +26,9 @@ class ClipStreamConfig(Section):
     repeated_views: int = Field(
         default=1, ge=1, description="Training views drawn from each decoded clip (repeated sampling, as in MAE-ST "
         "and VideoMAE V2): each its own crop, flip and mask, one decode for all. A batch holds batch/views clips; "
-        "the views of a clip share its caption, which ActCLIP treats as positives of each other.",
+        "the views of a clip share its caption, which ActCLIP treats as positives of each other. Epochs stay "
+        "effective epochs (samples seen / clips, MAE-ST's convention): the same steps and compute, each clip decoded "
+        "epochs/views times.",
     )
     decode_backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
 

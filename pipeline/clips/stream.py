@@ -38,7 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.clips.config import ClipStreamConfig
 from pipeline.video.decode import decode_frames
-from pipeline.video.transforms import CropFlip, apply_crop_flip, channels_first, frame_indices, random_crop_flip
+from pipeline.video.transforms import CropFlip, apply_crop_flip, frame_indices, random_crop_flip
 
 log = logging.getLogger("fils.data")
 
@@ -247,7 +247,8 @@ class ClipBatchStream(IterableDataset):
     def _prepare(self, raw: dict[str, Any], seed: tuple[int, ...],
                  counter: SampleCounter) -> list[dict[str, Any]] | None:
         """Decode and sample one clip, then ``repeated_views`` views of it, each its own crop/flip with the recipe's
-        fields (uint8 video; the trainer normalises on its device); None (counted) when it cannot be used."""
+        fields (uint8 ``(T, H, W, 3)`` video; the trainer normalises on its device); None (counted) when it cannot
+        be used."""
         s = self.settings
         key = str(raw.get("__key__"))
         counter["prepared"] += 1
@@ -270,13 +271,16 @@ class ClipBatchStream(IterableDataset):
         views = []
         for _ in range(s.data.repeated_views):
             crop = random_crop_flip(width, height, s.data.augment, rng)
-            views.append({"video": channels_first(apply_crop_flip(frames, crop, s.img_size)),
+            views.append({"video": torch.from_numpy(apply_crop_flip(frames, crop, s.img_size)),
                           **s.recipe.after_crop(fields, crop, width, height)})
         counter["good"] += 1
         return views
 
     def _collate(self, samples: list[dict[str, torch.Tensor]], step: int) -> dict[str, Any]:
         batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        # (B, T, H, W, 3) as decoded -> a (B, 3, T, H, W) view, channels last in memory: no transposing copy here;
+        # the copy to the device keeps the layout and the trainer normalises from it.
+        batch["video"] = batch["video"].permute(0, 4, 1, 2, 3)
         batch = self.settings.recipe.finish_batch(batch, step, self.layout.rank)
         batch["step"] = step
         return batch

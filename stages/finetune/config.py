@@ -71,9 +71,8 @@ class FinetuneSection(FinetuneRecipe, Section):
         return self
 
     def resolve(self, num_clips: int) -> FinetuneRecipe:
-        """The trainer's recipe, with epochs turned into steps for ``num_clips`` training clips (an epoch is a
-        pass over the clips: ``repeated_views`` samples each)."""
-        per_epoch = num_clips * self.data.repeated_views / self.global_batch_size
+        """The trainer's recipe, with epochs turned into steps for ``num_clips`` training clips."""
+        per_epoch = num_clips / self.global_batch_size
         total = self.total_steps or max(1, math.ceil(self.epochs * per_epoch))  # type: ignore[operator]
         warmup = self.warmup_steps if self.warmup_epochs is None else round(self.warmup_epochs * per_epoch)
         fields = self.model_dump(exclude=_SECTION_ONLY) | {"total_steps": total, "warmup_steps": min(warmup, total - 1)}

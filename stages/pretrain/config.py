@@ -101,16 +101,14 @@ class PretrainSection(Section):
         return self
 
     def resolve(self, num_clips: int) -> PretrainConfig:
-        """The trainer's config, with epochs turned into steps for ``num_clips`` usable clips (an epoch is a pass
-        over the clips: ``repeated_views`` samples each; the global batch counts samples)."""
+        """The trainer's config, with epochs turned into steps for ``num_clips`` usable clips."""
         batch = self.trainer.global_batch_size
-        samples = num_clips * self.data.repeated_views
-        steps_per_epoch = samples / batch
+        steps_per_epoch = num_clips / batch
         total = self.trainer.total_steps or math.ceil(self.epochs * steps_per_epoch)  # type: ignore[operator]
         warmup = self.optim.warmup_steps if self.warmup_epochs is None else round(self.warmup_epochs * steps_per_epoch)
         trainer = TrainerConfig(**(self.trainer.model_dump() | {
             "total_steps": max(1, total),
-            "steps_per_epoch": self.trainer.steps_per_epoch or max(1, samples // batch)}))
+            "steps_per_epoch": self.trainer.steps_per_epoch or max(1, num_clips // batch)}))
         optim = self.optim.model_copy(update={"warmup_steps": warmup})
         return PretrainConfig(model=self.model, loss=self.loss, optim=optim, trainer=trainer)
 

@@ -77,7 +77,9 @@ def test_frame_sampling_stride_and_segments():
 
 
 def test_joint_crop_flip_keeps_the_box_on_its_pixels():
-    """A bright square drawn at the box lands exactly on the tokens of the box's mask, for random crops/flips."""
+    """A bright square drawn at the box lands on the tokens of the box's mask, for random crops/flips: every token
+    with a pixel more than half lit is in the mask, and every token of the mask has light in it (the antialiased
+    resize spreads an edge by less than a pixel: a token next to the box may get a faint glow, never half)."""
     height, width, size, patch = 384, 480, 224, 16
     x1, y1, x2, y2 = 150, 90, 330, 250
     frames = np.zeros((2, height, width, 3), np.uint8)
@@ -89,9 +91,9 @@ def test_joint_crop_flip_keeps_the_box_on_its_pixels():
         crop = random_crop_flip(width, height, AugmentConfig(), rng)
         flips += crop.flip
         out = apply_crop_flip(frames, crop, size)
-        lit = out[0, :, :, 0].reshape(size // patch, patch, size // patch, patch).max(axis=(1, 3)) > 0
+        brightest = out[0, :, :, 0].reshape(size // patch, patch, size // patch, patch).max(axis=(1, 3))
         mask = token_mask(crop_box(box, crop, width, height), size, patch, 2, 2).reshape(size // patch, -1)
-        assert np.array_equal(mask, lit), crop
+        assert not (brightest[~mask] > 127).any() and (brightest[mask] > 0).all(), crop
     assert 10 < flips < 50
 
 
