@@ -6,8 +6,10 @@ recipe shapes (16 frames, 224 px). One process, one thread (``loader.workers: 0`
 Each repeat measures, on the same generated videos and back to back:
 
 * ``baseline``: the path before issue 13 -- shards at the recipe's 320 px short side and 30 fps, 16 frames at
-  stride 4 (a 64-frame window), frames normalised to float32 in the worker;
-* ``uint8``: the same shards and sampling, uint8 frames (normalised on the GPU instead);
+  stride 4 (a 64-frame window), its OpenCV crop/resize/flip (:func:`crop_flip_before`), frames normalised to
+  float32 channels-first in the worker;
+* ``uint8``: the same shards and sampling through today's loader (torch's antialiased resize, uint8 frames
+  channels-last, normalised on the GPU instead);
 * ``training_rate``: shards written at the training frame rate and size (``shard.fps: 7.5``, ``short_side: 256``,
   ``gop: 8``), 16 consecutive frames (stride 1), uint8; with ``repeated_views`` 1 and k > 1;
 * ``decode_limit_*``: the decoder alone on the same bytes and the same frame indices the loader drew -- the most a
@@ -21,12 +23,14 @@ all-cores figure ``benchmarks/gpu_check.py`` takes on a GPU machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -37,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from fils_model.config import ModelConfig  # noqa: E402
 from fils_model.video_input import normalise_video  # noqa: E402
+from pipeline.clips import stream  # noqa: E402
 from pipeline.clips.batches import ClipBatches  # noqa: E402
 from pipeline.clips.config import LoaderConfig  # noqa: E402
 from pipeline.clips.stream import Layout, StreamSettings, seed_of  # noqa: E402
@@ -46,7 +51,7 @@ from pipeline.video.clip_config import SamplingConfig  # noqa: E402
 from pipeline.video.decode import decode_frames  # noqa: E402
 from pipeline.video.encode import H264Writer  # noqa: E402
 from pipeline.video.ingest import ClipRequest, EncodeSettings, encode_clips  # noqa: E402
-from pipeline.video.transforms import frame_indices  # noqa: E402
+from pipeline.video.transforms import CropFlip, frame_indices  # noqa: E402
 from stages.captions.tables import EMBEDDING_SCHEMA, EMBEDDINGS_FILE, write_parquet  # noqa: E402
 from stages.optical_flow.tables import ACTION_AREAS_FILE, write_action_areas  # noqa: E402
 from stages.pretrain.config import PretrainDataConfig  # noqa: E402
@@ -128,18 +133,31 @@ def stream_settings(data: Dataset, stride: int, views: int) -> StreamSettings:
                            local_batch=BATCH, segment_steps=10**6, decode_timeout_s=60)
 
 
+def crop_flip_before(frames: np.ndarray, crop: CropFlip, size: int) -> np.ndarray:
+    """The crop/resize/flip of the loader before issue 13 (OpenCV per frame, area filter when shrinking, a stacking
+    copy and a copy through a negative-stride view to flip), for the baseline."""
+    cut = frames[:, crop.y1 : crop.y2, crop.x1 : crop.x2]
+    shrink = cut.shape[1] > size and cut.shape[2] > size
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in cut])
+    return np.ascontiguousarray(out[:, :, ::-1]) if crop.flip else out
+
+
 def loader_rate(data: Dataset, stride: int, views: int, steps: int, workers: int = 0,
-                normalise_in_worker: bool = False) -> dict[str, float]:
-    """Training samples/s and decoded clips/s of the pretrain loader over ``steps`` batches (after one warm-up)."""
+                before: bool = False) -> dict[str, float]:
+    """Training samples/s and decoded clips/s of the pretrain loader over ``steps`` batches (after one warm-up);
+    ``before``: with the crop/flip and the float32 channels-first output of the loader before issue 13."""
     settings = stream_settings(data, stride, views)
-    with tempfile.TemporaryDirectory() as state:
+    with tempfile.TemporaryDirectory() as state, contextlib.ExitStack() as patches:
+        if before:
+            patches.enter_context(mock.patch.object(stream, "apply_crop_flip", crop_flip_before))
         batches = iter(ClipBatches(settings, Layout(0, 1, max(1, workers)), 0, steps + 1, LoaderConfig(workers=workers),
                                    Path(state)))
         next(batches)
         start = time.perf_counter()
         for batch in batches:
-            if normalise_in_worker:
-                normalise_video(batch["video"])
+            if before:  # what the worker did per clip: normalise to float32 and lay it out channels first
+                normalise_video(batch["video"]).contiguous()
         seconds = time.perf_counter() - start
     return {"samples_per_s": steps * BATCH / seconds, "clips_per_s": steps * BATCH / views / seconds}
 
@@ -163,7 +181,7 @@ def decode_limit(data: Dataset, stride: int, samples: int) -> float:
 def one_repeat(recipe: Dataset, training_rate: Dataset, steps: int, views: tuple[int, ...]) -> dict[str, float]:
     samples = steps * BATCH
     out = {
-        "baseline": loader_rate(recipe, STRIDE, 1, steps, normalise_in_worker=True)["samples_per_s"],
+        "baseline": loader_rate(recipe, STRIDE, 1, steps, before=True)["samples_per_s"],
         "uint8": loader_rate(recipe, STRIDE, 1, steps)["samples_per_s"],
         "decode_limit_recipe": decode_limit(recipe, STRIDE, samples),
         "decode_limit_training_rate": decode_limit(training_rate, 1, samples),

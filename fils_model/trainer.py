@@ -11,7 +11,6 @@ says where the caller's batch stream must start so a resumed run sees the same d
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -131,13 +130,17 @@ class Trainer:
         self.scaler.scale(out["loss"]).backward()
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.loop.optim.grad_clip or math.inf)
+        clip = self.loop.optim.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip else None
         lr = max(group["lr"] for group in self.optimizer.param_groups)  # the top layer's under layer decay
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
+        if grad_norm is None and self.should_log():  # no clipping: the norm is only logged, so only made to log
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         extra = self.after_step()
-        return {k: v.detach() for k, v in out.items()} | {"lr": lr, "grad_norm": grad_norm.detach()} | extra
+        values = {k: v.detach() for k, v in out.items()} | {"lr": lr} | extra
+        return values | ({"grad_norm": grad_norm.detach()} if grad_norm is not None else {})
 
     @staticmethod
     def metrics(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
