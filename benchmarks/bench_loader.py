@@ -212,7 +212,6 @@ def loader_check(workers: int, videos: int = 32, steps: int = 40) -> dict[str, A
 
 def render_markdown(doc: dict[str, Any]) -> str:
     s, f = doc["settings"], doc["figures"]
-    cores = f["projected_cores_per_gpu"]
     recipe = "320 px, 30 fps, GOP 16; 16 frames at stride 4"
     rate = "256 px, 7.5 fps, GOP 8; 16 consecutive frames"
 
@@ -220,11 +219,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         samples = cell(f[name]) + (f" ({cell(f[name + '_clips'])} decoded clips/s)" if clips else "")
         ratio = f[name]["median"] / f[limit]["median"]
         return (f"| {label} | {shards} | {samples} | {cell(f[limit])} | {ratio:.2f} | "
-                f"{significant(cores[name]) if name in cores else '–'} |")
+                f"{significant(s['gpu_clips_per_s'] / f[name]['median'])} |")
 
     lines = [
         f"`python benchmarks/bench_loader.py` (the pretrain loader at the ViT-B recipe shapes, 16 x 224 px, batches of "
-        f"{s['batch']}, one process and thread; {s['videos']} generated {s['source']} videos; {describe_machine(doc)}). "
+        f"{s['batch']}, one process and thread; {s['videos']} videos, {s['source']}; {describe_machine(doc)}). "
         "Training samples/s per core, against the decoder alone on the same bytes and frame indices, and the cores "
         f"one GPU would need at {s['gpu_clips_per_s']:g} clips/s (a ViT-B FILS step on an H100 at ~40 % MFU):",
         "",
@@ -232,7 +231,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "| cores per GPU |",
         "|---|---|---|---|---|---|",
         row("baseline", "before (float32 normalised in the worker)", recipe, "decode_limit_recipe"),
-        row("uint8", "uint8 to the device", recipe, "decode_limit_recipe"),
+        row("uint8", "today's (antialiased resize, uint8 to the device)", recipe, "decode_limit_recipe"),
         *(row(f"training_rate_k{k}", f"training-rate shards, repeated_views {k}", rate, "decode_limit_training_rate",
               clips=k > 1) for k in s["views"]),
         "",

@@ -147,7 +147,8 @@ def render_markdown(doc: dict) -> str:
     lines = [
         f"`python benchmarks/bench_pretrain.py` ({s['frames']} frames x {s['img_size']} px, batch {s['batch']}; "
         f"{describe_machine(doc)}). The irreducible work is a VideoMAE-style step of the same student and predictor "
-        "plus one teacher forward on the full clip, each measured on its own:",
+        "plus one teacher forward on the full clip, each measured on its own. The compiled step's warm-up is its "
+        "compilation: the longest figure is a cold one, the others found inductor's cache of the first:",
         "",
         "| size | FILS step | irreducible: student + predictor step, teacher forward | FILS / irreducible "
         "(target ≤ 1.1) | HF VideoMAE step | FILS / HF | GFLOP per step: FILS, irreducible, HF "
