@@ -92,9 +92,10 @@ def write_sources(root: Path, videos: int) -> list[Path]:
     return paths
 
 
-def write_dataset(root: Path, sources: list[Path], settings: EncodeSettings) -> Dataset:
-    """The shard stage's encoding of ``sources`` with ``settings``, packed into two shards, plus the side tables
-    the pretrain loader joins (a unit caption embedding and an action box per clip)."""
+def write_dataset(root: Path, sources: list[Path], settings: EncodeSettings, shards: int = 2) -> Dataset:
+    """The shard stage's encoding of ``sources`` with ``settings``, packed into ``shards`` shards (at least one per
+    loader worker), plus the side tables the pretrain loader joins (a unit caption embedding and an action box per
+    clip)."""
     clips_dir = root / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
     items = []
@@ -104,11 +105,11 @@ def write_dataset(root: Path, sources: list[Path], settings: EncodeSettings) -> 
             raise RuntimeError(f"{source}: {failures}")
         clip = clips[0]
         items.append(ShardItem(clip.key, clip.path, {"num_frames": clip.frames, "fps": clip.fps}))
-    shards = []
-    for s, part in enumerate((items[::2], items[1::2])):
-        path = root / f"train-{s:06d}.tar"
-        write_shard(path, part)
-        shards.append(str(path))
+    paths = []
+    for index in range(shards):
+        path = root / f"train-{index:06d}.tar"
+        write_shard(path, items[index::shards])
+        paths.append(str(path))
     keys = [item.key for item in items]
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(keys), MODEL.text_dim)).astype(np.float32)
@@ -123,7 +124,7 @@ def write_dataset(root: Path, sources: list[Path], settings: EncodeSettings) -> 
     write_action_areas([{"key": k, "status": "ok", "reason": None, "backend": "dis", "x1": 0.2, "y1": 0.2, "x2": 0.7,
                          "y2": 0.8, "motion": 1.0, "frame_indices": [], "frame_boxes": []} for k in keys],
                        root / "optical_flow" / ACTION_AREAS_FILE)
-    return Dataset(root, tuple(shards), tuple(keys))
+    return Dataset(root, tuple(paths), tuple(keys))
 
 
 def stream_settings(data: Dataset, stride: int, views: int) -> StreamSettings:
@@ -196,18 +197,21 @@ def one_repeat(recipe: Dataset, training_rate: Dataset, steps: int, views: tuple
     return out
 
 
-def build(root: Path, videos: int) -> tuple[Dataset, Dataset]:
+def build(root: Path, videos: int, shards: int = 2) -> tuple[Dataset, Dataset]:
     sources = write_sources(root / "sources", videos)
-    return (write_dataset(root / "recipe", sources, RECIPE_SHARDS),
-            write_dataset(root / "training_rate", sources, TRAINING_RATE_SHARDS))
+    return (write_dataset(root / "recipe", sources, RECIPE_SHARDS, shards),
+            write_dataset(root / "training_rate", sources, TRAINING_RATE_SHARDS, shards))
 
 
-def loader_check(workers: int, videos: int = 32, steps: int = 40) -> dict[str, Any]:
-    """All-cores loader throughput on training-rate shards (k = 1 and 2), for benchmarks/gpu_check.py."""
+def loader_check(workers: int, videos: int | None = None, steps: int | None = None) -> dict[str, Any]:
+    """All-cores loader throughput on training-rate shards (k = 1 and 2), for benchmarks/gpu_check.py: one shard
+    per worker (a video each unless ``videos`` says more), 20 batches per worker unless ``steps`` says."""
     with tempfile.TemporaryDirectory() as tmp:
-        _, training_rate = build(Path(tmp), videos)
-        return {"workers": workers, "samples_per_s": loader_rate(training_rate, 1, 1, steps, workers)["samples_per_s"],
-                "samples_per_s_k2": loader_rate(training_rate, 1, 2, steps, workers)["samples_per_s"]}
+        sources = write_sources(Path(tmp) / "sources", max(videos or workers, 2))
+        data = write_dataset(Path(tmp) / "training_rate", sources, TRAINING_RATE_SHARDS, shards=max(2, workers))
+        steps = steps or 20 * workers
+        return {"workers": workers, "samples_per_s": loader_rate(data, 1, 1, steps, workers)["samples_per_s"],
+                "samples_per_s_k2": loader_rate(data, 1, 2, steps, workers)["samples_per_s"]}
 
 
 def render_markdown(doc: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fils_model.masking import masked_tokens
+
 Size = Literal["tiny", "small", "base", "large"]
 CheckpointedPart = Literal["encoder", "predictor"]
 
@@ -21,6 +23,11 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(embed_dim=768, depth=12, num_heads=12, decoder_dim=384, decoder_depth=6, decoder_heads=6),
     "large": dict(embed_dim=1024, depth=24, num_heads=16, decoder_dim=384, decoder_depth=6, decoder_heads=6),
 }
+
+
+# Settings of a PretrainConfig that say how a run is computed, not what it computes (activation recompute; compiled
+# graphs compute the same up to floating-point reordering): a run may change them between attempts.
+COMPUTE_ONLY_SETTINGS = ("model.activation_checkpointing", "trainer.compile")
 
 
 class StrictConfig(BaseModel):
@@ -105,9 +112,8 @@ class ModelConfig(StrictConfig):
 
     @property
     def num_masked(self) -> int:
-        """Masked tokens per clip: the same spatial patches in every time slice (tube masking)."""
-        t, h, w = self.grid
-        return t * int(self.mask_ratio * h * w)
+        """Masked tokens per clip (tube masking: the same spatial patches in every time slice)."""
+        return masked_tokens(self.grid, self.mask_ratio)
 
 
 class LossConfig(StrictConfig):

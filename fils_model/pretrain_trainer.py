@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from fils_model.checkpoint import check_config
-from fils_model.config import PretrainConfig
+from fils_model.config import COMPUTE_ONLY_SETTINGS, PretrainConfig
 from fils_model.distributed import DistEnv, cleanup, init_distributed
 from fils_model.ema import ema_momentum
 from fils_model.fils import FILSModel
@@ -97,7 +97,7 @@ class PretrainTrainer(Trainer):
 
     def load_extra_state(self, state: dict[str, Any], path: Path) -> None:
         check_config(state.get("config", {}), self.cfg.model_dump(mode="json"), path, ("model", "loss"),
-                     ignore=("model.activation_checkpointing",))
+                     ignore=COMPUTE_ONLY_SETTINGS)
 
 
 def run_pretraining(cfg: PretrainConfig, run_dir: Path, make_batches: BatchFactory) -> dict[str, float]:

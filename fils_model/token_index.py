@@ -23,8 +23,11 @@ class TokenSplit(NamedTuple):
 def split_tokens(mask: torch.Tensor, num_masked: int) -> TokenSplit:
     """The split of a ``(B, N)`` bool mask (True = masked) with exactly ``num_masked`` True per row.
 
-    A stable sort puts the visible positions first, each part in ascending order, without a host sync.
+    A stable sort puts the visible positions first, each part in ascending order, without a host sync. A mask on
+    the CPU (the loader's collate) is checked for the count; on the device that check would be the sync avoided.
     """
+    if mask.device.type == "cpu" and (counts := mask.sum(dim=1)).ne(num_masked).any():
+        raise ValueError(f"every clip must mask exactly {num_masked} tokens; got {sorted(set(counts.tolist()))}")
     order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
     visible = mask.shape[1] - num_masked
     return TokenSplit(order[:, :visible], order[:, visible:])

@@ -19,6 +19,8 @@ def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 def normalise_video(video: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., 3, T, H, W)`` -> normalised float32, on ``video``'s device."""
+    if video.dtype != torch.uint8:
+        raise TypeError(f"normalise_video takes uint8 frames, got {video.dtype}")
     mean, std = _statistics(video.device)
     return video.float().div_(255.0).sub_(mean).div_(std)
 

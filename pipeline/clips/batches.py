@@ -69,7 +69,8 @@ class ClipBatches:
 
     def _layout_key(self) -> dict[str, int]:
         return {"world_size": self.layout.world_size, "workers": self.layout.workers,
-                "segment_steps": self.settings.segment_steps, "local_batch": self.settings.local_batch}
+                "segment_steps": self.settings.segment_steps, "local_batch": self.settings.local_batch,
+                "repeated_views": self.settings.data.repeated_views}
 
     def resume_cursors(self) -> dict[int, int]:
         """Raw samples each logical worker already used in the segment of ``start`` (none at a boundary)."""
@@ -84,7 +85,7 @@ class ClipBatches:
         log.warning("resuming at step %d inside a data segment without a matching loader position (%s): assuming "
                     "no skipped samples, so the data order may differ from an uninterrupted run", self.start, path)
         first = self.start - self.start % length
-        return {w: sum(1 for s in range(first, self.start) if s % workers == w) * self.settings.local_batch
+        return {w: sum(1 for s in range(first, self.start) if s % workers == w) * self.settings.clips_per_batch
                 for w in range(workers)}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

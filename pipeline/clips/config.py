@@ -1,12 +1,10 @@
 """Settings of the training loader: the data stream (part of a stage's result) and the DataLoader (not)."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from pipeline.config.base import Section
-from pipeline.video.clip_config import AugmentConfig, SamplingConfig
+from pipeline.video.clip_config import AugmentConfig, DecodeBackend, SamplingConfig
 
 
 class ClipStreamConfig(Section):
@@ -30,7 +28,7 @@ class ClipStreamConfig(Section):
         "effective epochs (samples seen / clips, MAE-ST's convention): the same steps and compute, each clip decoded "
         "epochs/views times.",
     )
-    decode_backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
+    decode_backend: DecodeBackend = "auto"
 
 
 class LoaderConfig(Section):

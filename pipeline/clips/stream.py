@@ -144,6 +144,11 @@ class StreamSettings:
     decode_timeout_s: float
     recipe: SampleRecipe
 
+    @property
+    def clips_per_batch(self) -> int:
+        """Decoded clips per batch: each gives ``repeated_views`` of the batch's ``local_batch`` samples."""
+        return self.local_batch // self.data.repeated_views
+
     def __post_init__(self) -> None:
         if self.local_batch % self.data.repeated_views:
             raise ValueError(f"a rank's batch of {self.local_batch} clips is not a multiple of repeated_views "
@@ -225,9 +230,8 @@ class ClipBatchStream(IterableDataset):
         stream = self.layout.stream_index(worker)
         prepared = ((i, self._prepare(sample, (seed, stream, segment, i), counter)) for i, sample in indexed)
         good = ((i, s) for i, s in prepared if s is not None)
-        clips_per_batch = self.settings.local_batch // self.settings.data.repeated_views
         for step in steps:
-            items = list(itertools.islice(good, clips_per_batch))
+            items = list(itertools.islice(good, self.settings.clips_per_batch))
             yield self._collate([view for _, views in items for view in views], step) | {
                 "worker": worker, "segment": segment, "cursor": items[-1][0] + 1, "counts": dict(counter)}
 

@@ -8,6 +8,8 @@ from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
 
+DecodeBackend = Literal["auto", "decord", "pyav", "torchcodec"]  # auto: decord, PyAV where decord fails
+
 
 class SamplingConfig(Section):
     """Which frames of a clip form the input (docs/method.md)."""

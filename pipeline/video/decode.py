@@ -9,17 +9,17 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import av
 import cv2
 import numpy as np
 
 from pipeline.errors import ENVIRONMENT_ERRORS
+from pipeline.video.clip_config import DecodeBackend
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "decord", "pyav", "torchcodec"]
 Source = bytes | Path
 
 
@@ -105,7 +105,7 @@ def _check_indices(indices: list[int], count: int) -> None:
         raise DecodeError("no frame indices requested")
 
 
-def decode_frames(source: Source, indices: Sequence[int] | None = None, backend: Backend = "auto",
+def decode_frames(source: Source, indices: Sequence[int] | None = None, backend: DecodeBackend = "auto",
                   device: str = "cpu") -> np.ndarray:
     """Frames ``indices`` (all when None) of an encoded clip as uint8 RGB ``(T, H, W, 3)``.
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 from pipeline.config.base import Section
-from pipeline.video.clip_config import SamplingConfig, ViewsConfig
+from pipeline.video.clip_config import DecodeBackend, SamplingConfig, ViewsConfig
 
 
 class SweepConfig(Section):
@@ -41,7 +40,7 @@ class EvaluateSection(Section):
         "(EK-100 TSN: the view's window split into equal parts); jitter is ignored (views are deterministic).",
     )
     batch_size: int = Field(default=4, ge=1, description="Clips per forward pass (each with all its views).")
-    decode_backend: Literal["auto", "decord", "pyav", "torchcodec"] = "auto"
+    decode_backend: DecodeBackend = "auto"
     results_table: Path = Field(
         default=Path("results/results.parquet"), description="Cross-run results table (relative: under the "
         "workdir); outside the stage folder, which is replaced on every commit.",

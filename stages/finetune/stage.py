@@ -258,7 +258,7 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     return StageResult(row_counts={"train_clips": summary["train_clips"], "steps": summary["steps"]})
 
 
-SPEC = StageSpec(name="finetune", version="3", upstream=("shard", "pretrain"), config_of=_config_of, plan=_plan,
+SPEC = StageSpec(name="finetune", version="4", upstream=("shard", "pretrain"), config_of=_config_of, plan=_plan,
                  process=process_train, finalize=_finalize, unit_timeout_s=lambda cfg: section_of(cfg).launch.timeout_s,
                  needs=_needs, sections=("finetune",), runtime_only=RUNTIME_ONLY,
                  gpus_held=lambda cfg: gpus_of(section_of(cfg).launch))

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from fils_model.checkpoint import CheckpointManager
-from fils_model.config import PretrainConfig
+from fils_model.config import COMPUTE_ONLY_SETTINGS, PretrainConfig
 from fils_model.distributed import DistEnv
 from fils_model.loss_floors import LOSS_FLOORS_JSON
 from pipeline.artifacts import UNIT_FILE
@@ -56,9 +56,9 @@ LOG_FILE = "train.log"
 ENTRY = "stages.pretrain.stage"  # the training process: ``main`` below
 ENCODER_DIR = "encoder"  # the VideoMAE-layout export of the last checkpoint
 METRICS_CSV = "metrics.csv"  # one row per logged step: the loss terms
-# How the run is computed, not what it computes (activation recompute and compilation give the same weights).
-RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch", "pretrain.model.activation_checkpointing",
-                "pretrain.trainer.compile")
+# How the run is computed, not what it computes: the loader's processes, the launch, and the model's own
+# compute-only settings (activation recompute; compilation, the same up to floating-point reordering).
+RUNTIME_ONLY = ("pretrain.loader", "pretrain.launch", *(f"pretrain.{name}" for name in COMPUTE_ONLY_SETTINGS))
 
 
 SKIP_REASONS = STREAM_SKIP_REASONS + PretrainRecipe.skip_reasons  # what `skipped_samples` counts
@@ -160,7 +160,13 @@ def build_job(ctx: StageContext) -> PretrainJob:
         raise StageError(f"pretrain: caption embeddings are {tables.text_dim}-d but pretrain.model.text_dim is "
                          f"{section.model.text_dim}; set pretrain.model.text_dim: {tables.text_dim}")
     num_clips = usable_clips(ctx, tables, data)
-    _check_streams(shards, num_clips, nproc_of(section.launch), section.loader.workers, data.split)
+    nproc = nproc_of(section.launch)
+    _check_streams(shards, num_clips, nproc, section.loader.workers, data.split)
+    local_batch = section.trainer.global_batch_size // nproc
+    if local_batch % data.repeated_views:
+        raise StageError(f"pretrain: a rank's batch of {local_batch} samples (global_batch_size / {nproc} ranks) is not "
+                         f"a multiple of pretrain.data.repeated_views {data.repeated_views}; every decoded clip gives "
+                         "all its views to one batch, so change one of them")
     try:
         train = section.resolve(num_clips)
     except ValueError as exc:
@@ -233,7 +239,7 @@ def _gpus_held(cfg: FilsConfig) -> int:
     return gpus_of(cfg.pretrain.launch)
 
 
-SPEC = StageSpec(name="pretrain", version="3", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
+SPEC = StageSpec(name="pretrain", version="4", upstream=("shard", "optical_flow", "captions"), config_of=_config_of,
                  plan=_plan, process=train, finalize=_finalize, unit_timeout_s=_no_unit_limit,
                  log_files=(METRICS_CSV, LOG_FILE, "tensorboard/*"),  # wall-clock throughput and times
                  sections=("pretrain",), runtime_only=RUNTIME_ONLY, gpus_held=_gpus_held)

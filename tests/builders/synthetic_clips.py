@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from fils_model.config import ModelConfig
 from fils_model.losses.pixel import IMAGENET_MEAN, IMAGENET_STD
 from fils_model.masking import tube_mask
+from fils_model.token_index import split_tokens
 
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -58,10 +59,14 @@ class SyntheticClips:
         std = torch.tensor(IMAGENET_STD)[None, :, None, None, None]
         text = self.captions[labels] + self.caption_noise * torch.randn(batch_size, cfg.text_dim, generator=gen)
         rng = np.random.default_rng([self.seed, step])
+        mask = tube_mask(batch_size, cfg.grid, cfg.mask_ratio, rng)
+        visible, masked = split_tokens(mask, cfg.num_masked)  # as the pretrain loader's collate makes them
         return {
             "video": (clips - mean) / std,
             "pixels": clips,
-            "mask": tube_mask(batch_size, cfg.grid, cfg.mask_ratio, rng),
+            "mask": mask,
+            "visible_index": visible,
+            "masked_index": masked,
             "action_tokens": action.flatten(1).repeat(1, cfg.grid[0]),
             "text_embedding": text,
             "label": labels,

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fils_model import trainer as trainer_module
+from fils_model.checkpoint import CheckpointError
 from fils_model.config import LossConfig, ModelConfig, OptimConfig, PretrainConfig, TrainerConfig
 from fils_model.fils import FILSModel
 from fils_model.losses.actclip import pool_tokens
@@ -57,8 +58,8 @@ def test_index_selection_gives_exactly_the_boolean_outputs(indices_from: str) ->
     torch.manual_seed(0)
     model = FILSModel(CFG, LossConfig())
     batch = SyntheticClips(CFG).batch(0, 4)
-    if indices_from == "collate":
-        batch["visible_index"], batch["masked_index"] = split_tokens(batch["mask"], CFG.num_masked)
+    if indices_from == "mask":  # a caller without the loader's collate
+        del batch["visible_index"], batch["masked_index"]
     out = model(batch)
     reference = boolean_forward(model, batch)
     for name, value in reference.items():
@@ -119,3 +120,18 @@ def test_fused_adamw_where_asked() -> None:
     model = torch.nn.Linear(4, 4)
     assert build_optimizer(model, OptimConfig(), 256, fused=True).defaults["fused"] is True
     assert not build_optimizer(model, OptimConfig(), 256).defaults.get("fused")
+
+
+def test_a_run_resumes_under_other_compute_only_settings(tmp_path: Path) -> None:
+    """Activation checkpointing and compilation say how a run is computed: changing them between attempts resumes
+    (a changed architecture setting does not)."""
+    def config(**model) -> PretrainConfig:
+        return PretrainConfig(model=ModelConfig(**(CFG.model_dump() | model)), optim=OptimConfig(warmup_steps=1),
+                              trainer=TrainerConfig(total_steps=4, global_batch_size=4, checkpoint_every=2,
+                                                    tensorboard=False))
+
+    PretrainTrainer(config(activation_checkpointing=True), tmp_path).fit(SyntheticClips(CFG).stream(0, 4))
+    resumed = PretrainTrainer(config(activation_checkpointing=["predictor"]), tmp_path)
+    assert resumed.step == 4
+    with pytest.raises(CheckpointError, match="different .model. config"):
+        PretrainTrainer(config(mlp_ratio=2.0), tmp_path)

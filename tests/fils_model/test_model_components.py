@@ -216,6 +216,7 @@ def test_actclip_fallback_rate_is_reported() -> None:
         outside = (~batch["action_tokens"][b]).nonzero().squeeze(1)
         batch["mask"][b, :] = True
         batch["mask"][b, outside[:visible_count]] = False
+    batch["visible_index"], batch["masked_index"] = split_tokens(batch["mask"], CFG.num_masked)
     inside = (batch["action_tokens"] & ~batch["mask"]).any(1)
     out = model(batch)
     assert out["actclip_fallback_rate"].item() == pytest.approx(float((~inside).float().mean()))

@@ -150,15 +150,17 @@ def _collect(settings: StreamSettings, spans: list[tuple[int, int]], state: Path
     return out
 
 
-def test_resumed_stream_equals_uninterrupted(tmp_path, clips, sharded):
-    """Stops at a segment boundary (3) and inside a segment (4) give the same batches, corrupt sample included."""
+@pytest.mark.parametrize("views", [1, 2])
+def test_resumed_stream_equals_uninterrupted(tmp_path, clips, sharded, views):
+    """Stops at a segment boundary (3) and inside a segment (4) give the same batches, corrupt sample included;
+    with one view per clip and with two."""
     rows = read_clips(sharded.workdir / "shard").num_rows
     assert rows == len(clips)
     bad = ShardSample("m_corrupt", b"not a video", dict(clips[0].meta))
     for i, part in enumerate([clips[:4], clips[4:8], clips[8:12], [*clips[12:], bad]]):
         write_tar(tmp_path / f"train-{i:06d}.tar", part)  # 2 workers x 2 interleaved shards
     shards = sorted(tmp_path.glob("*.tar"))
-    settings = settings_for(tmp_path, shards, [s.key for s in [*clips, bad]], shuffle_buffer=6)
+    settings = settings_for(tmp_path, shards, [s.key for s in [*clips, bad]], shuffle_buffer=6, repeated_views=views)
     whole = _collect(settings, [(0, 8)], tmp_path / "a", 2)
     pieces = _collect(settings, [(0, 3), (3, 4), (4, 8)], tmp_path / "b", 2)
     assert len(whole) == len(pieces) == 8
@@ -167,6 +169,22 @@ def test_resumed_stream_equals_uninterrupted(tmp_path, clips, sharded):
         for key in a:
             assert torch.equal(a[key], b[key]), key
     assert not all(torch.equal(whole[0]["video"], b["video"]) for b in whole[1:])
+
+
+def test_resume_without_a_saved_position_counts_clips_not_views(tmp_path, clips):
+    """A loader position that does not match (here: deleted) is rebuilt from the steps done, assuming no skipped clip:
+    with two views per clip a step used half a batch of clips, so with no bad clip the rebuilt position is exact."""
+    for i, part in enumerate([clips[:6], clips[6:12]]):
+        write_tar(tmp_path / f"train-{i:06d}.tar", part)
+    shards = sorted(tmp_path.glob("*.tar"))
+    settings = settings_for(tmp_path, shards, [s.key for s in clips[:12]], shuffle_buffer=4, repeated_views=2)
+    whole = _collect(settings, [(0, 3)], tmp_path / "a", 1)
+    first = _collect(settings, [(0, 2)], tmp_path / "b", 1)
+    for saved in (tmp_path / "b").glob("cursor.step00000002.*"):
+        saved.unlink()
+    pieces = first + _collect(settings, [(2, 3)], tmp_path / "b", 1)
+    for a, b in zip(whole, pieces, strict=True):
+        assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_batches_mix_videos_like_random_sampling(tmp_path):

@@ -245,6 +245,13 @@ def test_too_few_shards_for_ranks_times_workers(sharded, upstream, tmp_path):
     assert not list(tmp_path.glob("work/.staging/pretrain/*/run/checkpoints"))
 
 
+def test_repeated_views_must_divide_a_ranks_batch(sharded, upstream, tmp_path):
+    cfg, store = make_workdir(sharded, upstream, tmp_path / "work", data={"repeated_views": 3})
+    with pytest.raises(StageError, match=r"batch of 4 samples .* not a multiple of pretrain.data.repeated_views 3"):
+        run_stage(SPEC, cfg, store)
+    assert not list(tmp_path.glob("work/.staging/pretrain/*/run/checkpoints"))
+
+
 @pytest.mark.parametrize("recipe, clips, steps, warmup", [
     ("pretrain_ek100_vitb.yaml", 67217, 224057, 5601),
     ("pretrain_ssv2_vitb.yaml", 168913, 563044, 14076),
