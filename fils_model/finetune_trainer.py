@@ -25,7 +25,7 @@ from fils_model.distributed import DistEnv
 from fils_model.finetune_config import FinetuneRecipe
 from fils_model.finetune_loss import classification_loss, dense_targets
 from fils_model.trainer import LoopSettings, Trainer
-from fils_model.video_input import model_video
+from fils_model.video_input import normalise_video
 
 
 def loop_settings(recipe: FinetuneRecipe) -> LoopSettings:
@@ -70,7 +70,9 @@ class FinetuneTrainer(Trainer):
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device = self.env.device
-        video = model_video(batch["video"], device)
+        video = batch["video"].to(device, non_blocking=True)
+        if video.dtype == torch.uint8:  # the loader's frames, normalised on the device
+            video = normalise_video(video)
         targets = dense_targets({k: v.to(device) for k, v in batch.items() if k != "video"}, self.recipe.head)
         if self.mixup is not None:
             # timm cuts CutMix boxes from the last two dims: fold time into channels so every frame gets the box.

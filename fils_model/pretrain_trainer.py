@@ -22,7 +22,7 @@ from fils_model.fils import FILSModel
 from fils_model.loss_floors import LOSS_FLOORS_JSON, loss_floors
 from fils_model.seeding import seed_everything
 from fils_model.trainer import LoopSettings, Trainer
-from fils_model.video_input import model_video
+from fils_model.video_input import normalise_video
 
 BATCH_KEYS = ("video", "mask", "visible_index", "masked_index", "action_tokens", "text_embedding", "pixels")
 # ``make_batches(start_step, env)``: this rank's batches from ``start_step`` on.
@@ -61,11 +61,10 @@ class PretrainTrainer(Trainer):
         return loss_floors(self.cfg.loss, self.cfg.model, candidates)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        raw = batch["video"]
         batch = {k: batch[k].to(self.env.device, non_blocking=True) for k in BATCH_KEYS if k in batch}
-        if raw.dtype == torch.uint8:  # the loader's frames: the pixel target straight from them
+        if batch["video"].dtype == torch.uint8:  # the loader's frames: normalised here, the pixel target as they are
             batch["pixels"] = batch["video"]
-        batch["video"] = model_video(batch["video"], self.env.device)
+            batch["video"] = normalise_video(batch["video"])
         with self.autocast():
             return self.net(batch, diagnostics=self._diagnostics_step(self.step + 1))
 

@@ -24,9 +24,3 @@ def normalise_video(video: torch.Tensor) -> torch.Tensor:
     mean, std = _statistics(video.device)
     return video.float().div_(255.0).sub_(mean).div_(std)
 
-
-def model_video(video: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch's ``video`` on ``device``, normalised there when it arrives as uint8 (floats are taken as already
-    normalised)."""
-    video = video.to(device, non_blocking=True)
-    return normalise_video(video) if video.dtype == torch.uint8 else video

@@ -6,7 +6,6 @@ A stage says whether a config's units use a GPU (``StageSpec.units_on_gpu``); ``
 """
 from __future__ import annotations
 
-import fcntl
 import functools
 import itertools
 import multiprocessing
@@ -23,6 +22,7 @@ from typing import Any, Callable, Iterator, Literal
 from pebble import ProcessFuture, ProcessPool
 
 from pipeline.child_process import worker_dies_with_parent
+from pipeline.locks import try_flock
 
 
 def visible_gpus() -> list[str]:
@@ -117,15 +117,12 @@ def claim_gpu(gpus: list[str], per_gpu: int, poll_s: float = 0.5) -> Iterator[st
     folder.mkdir(exist_ok=True)
     while True:
         for slot, gpu in itertools.product(range(per_gpu), gpus):
-            handle = open(folder / f"{gpu.replace('/', '_')}-{slot}.lock", "w")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
+            fd = try_flock(folder / f"{gpu.replace('/', '_')}-{slot}.lock")
+            if fd is None:
                 continue
             try:
                 yield gpu
             finally:
-                handle.close()
+                os.close(fd)
             return
         time.sleep(poll_s)

@@ -56,15 +56,24 @@ def _busy_message(folder: Path, stage: str, exclusive: bool) -> str:
             f"for that run to finish or stop it, then run again (nothing was changed)")
 
 
-@contextmanager
-def _lock(folder: Path, stage: str, exclusive: bool) -> Iterator[None]:
-    path = folder / f"{stage}.lock"
+def try_flock(path: Path, exclusive: bool = True) -> int | None:
+    """Open ``path`` (created if missing) and take its ``flock`` without waiting: the open descriptor, which holds
+    the lock until it is closed (or its process dies), or None when another process holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkdirBusy(_busy_message(folder, stage, exclusive)) from None
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def _lock(folder: Path, stage: str, exclusive: bool) -> Iterator[None]:
+    fd = try_flock(folder / f"{stage}.lock", exclusive)
+    if fd is None:
+        raise WorkdirBusy(_busy_message(folder, stage, exclusive))
+    try:
         note = folder / f"{stage}.{socket.gethostname()}-{os.getpid()}-{'ex' if exclusive else 'sh'}.json"
         note.write_text(json.dumps({"mode": "run" if exclusive else "read", "pid": os.getpid(),
                                     "host": socket.gethostname(), "command": " ".join(sys.argv) or "python",

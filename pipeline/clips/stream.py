@@ -150,10 +150,14 @@ class StreamSettings:
         return self.local_batch // self.data.repeated_views
 
     def __post_init__(self) -> None:
-        if self.local_batch % self.data.repeated_views:
-            raise ValueError(f"a rank's batch of {self.local_batch} clips is not a multiple of repeated_views "
-                             f"{self.data.repeated_views}: every decoded clip gives all its views to one batch; "
-                             "change the global batch size or repeated_views")
+        check_repeated_views(self.local_batch, self.data.repeated_views)
+
+
+def check_repeated_views(local_batch: int, views: int, setting: str = "repeated_views") -> None:
+    """Every decoded clip gives all its ``views`` to one batch, so they must divide a rank's batch."""
+    if local_batch % views:
+        raise ValueError(f"a rank's batch of {local_batch} samples is not a multiple of {setting} {views}: every "
+                         f"decoded clip gives all its views to one batch; change the global batch size or {setting}")
 
 
 class ShardCycle:

@@ -36,7 +36,7 @@ from pipeline.artifacts import UNIT_FILE
 from pipeline.child_process import ChildFailed, end_session_on_sigterm
 from pipeline.clips.batches import STREAM_SKIP_REASONS, ClipBatches, check_shard_count, read_counts
 from pipeline.clips.config import LoaderConfig
-from pipeline.clips.stream import Layout
+from pipeline.clips.stream import Layout, check_repeated_views
 from pipeline.fingerprint import without_runtime_only
 from pipeline.launch import gpus_of, nproc_of, run_training
 from pipeline.runner import StageError
@@ -162,11 +162,11 @@ def build_job(ctx: StageContext) -> PretrainJob:
     num_clips = usable_clips(ctx, tables, data)
     nproc = nproc_of(section.launch)
     _check_streams(shards, num_clips, nproc, section.loader.workers, data.split)
-    local_batch = section.trainer.global_batch_size // nproc
-    if local_batch % data.repeated_views:
-        raise StageError(f"pretrain: a rank's batch of {local_batch} samples (global_batch_size / {nproc} ranks) is not "
-                         f"a multiple of pretrain.data.repeated_views {data.repeated_views}; every decoded clip gives "
-                         "all its views to one batch, so change one of them")
+    try:
+        check_repeated_views(section.trainer.global_batch_size // nproc, data.repeated_views,
+                             "pretrain.data.repeated_views")
+    except ValueError as exc:
+        raise StageError(f"pretrain ({nproc} rank(s)): {exc}") from None
     try:
         train = section.resolve(num_clips)
     except ValueError as exc:
