@@ -283,10 +283,10 @@ def probe_scores(tokens: torch.Tensor, clips: ClipSet, s: CheckSettings, seed: i
         recipe = _probe_recipe(int(labels.max()) + 1, s, seed)
         shell = VideoClassifier(model, recipe.head)
         train_probe(shell, {"features": tokens.mean(1)[train], "target_label": labels[train]}, recipe)
-        attentive = train_attentive_probe(tokens[train], labels[train], recipe)
+        attentive = train_attentive_probe(tokens[train], {"target_label": labels[train]}, recipe)
         with torch.no_grad():
             predicted = {"linear": shell.classify(tokens.mean(1))["label"].argmax(1),
-                         "attentive": attentive(tokens).argmax(1)}
+                         "attentive": attentive(tokens)["label"].argmax(1)}
         for probe, guess in predicted.items():
             out[probe][target] = {split: float((guess == labels)[torch.from_numpy(clips.split == split)].float().mean())
                                   for split in ("tune", "validation")}

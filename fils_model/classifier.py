@@ -19,6 +19,17 @@ from fils_model.weights import WEIGHTS_NAME
 META_NAME = "classifier.json"
 
 
+def linear_heads(dim: int, head: HeadConfig) -> nn.ModuleDict:
+    """One ``nn.Linear(dim, width)`` per head output: trunc-normal(0.02) x ``head.init_scale`` weights, zero biases
+    (VideoMAE). Shared by the classifier and the probes so a probe's heads start where a classifier's would."""
+    heads = nn.ModuleDict({name: nn.Linear(dim, width) for name, width in head.outputs().items()})
+    for linear in heads.values():
+        nn.init.trunc_normal_(linear.weight, std=0.02)
+        linear.weight.data.mul_(head.init_scale)
+        nn.init.zeros_(linear.bias)
+    return heads
+
+
 class VideoClassifier(nn.Module):
     """``forward(video)`` -> ``{head name: logits}``; ``features`` + ``classify`` split it for linear probing."""
 
@@ -27,11 +38,7 @@ class VideoClassifier(nn.Module):
         self.cfg, self.head_cfg = cfg, head
         self.encoder = VideoEncoder(cfg)
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
-        self.heads = nn.ModuleDict({name: nn.Linear(cfg.embed_dim, width) for name, width in head.outputs().items()})
-        for linear in self.heads.values():
-            nn.init.trunc_normal_(linear.weight, std=0.02)
-            linear.weight.data.mul_(head.init_scale)
-            nn.init.zeros_(linear.bias)
+        self.heads = linear_heads(cfg.embed_dim, head)
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """Mean of the encoder's output tokens, ``(B, D)``."""

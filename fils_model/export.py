@@ -7,7 +7,7 @@ initialises our encoder from such a directory or from a hub VideoMAE checkpoint 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from fils_model.checkpoint import CheckpointError, load_checkpoint
 from fils_model.config import ModelConfig, PretrainConfig
 from fils_model.encoder import VideoEncoder
+from fils_model.language_head import export_language_head
 from fils_model.videomae_layout import encoder_to_hf, hf_to_encoder
 from fils_model.weights import WEIGHTS_NAME, weights_file
 
@@ -55,9 +56,11 @@ def export_videomae(encoder: VideoEncoder, cfg: ModelConfig, out_dir: Path) -> P
 
 
 def export_checkpoint(
-    checkpoint: Path, out_dir: Path, which: Literal["student", "teacher"] = "student"
+    checkpoint: Path, out_dir: Path, which: Literal["student", "teacher"] = "student",
+    language: dict[str, Any] | None = None,
 ) -> Path:
-    """Export the student (default, what fine-tuning uses) or EMA-teacher encoder of a training checkpoint."""
+    """Export the student (default, what fine-tuning uses) or EMA-teacher encoder of a training checkpoint, with
+    its language projector (``fils_model.language_head``; ``language``: extra fields of its description)."""
     state = load_checkpoint(checkpoint)
     cfg = PretrainConfig.model_validate(state["config"]).model
     prefix = "encoder." if which == "student" else "teacher.encoder."
@@ -66,7 +69,9 @@ def export_checkpoint(
     if not weights:
         raise CheckpointError(f"checkpoint {checkpoint} holds no {which} encoder (no '{prefix}*' keys)")
     encoder.load_state_dict(weights)
-    return export_videomae(encoder, cfg, out_dir)
+    export_videomae(encoder, cfg, out_dir)
+    export_language_head(state, prefix.removesuffix("encoder."), out_dir, language)
+    return out_dir
 
 
 def load_videomae_encoder(encoder: VideoEncoder, source: Path) -> None:

@@ -10,9 +10,8 @@ import torch
 
 from fils_model.classifier import VideoClassifier
 from fils_model.finetune_config import FinetuneRecipe
-from fils_model.finetune_loss import classification_loss, dense_targets
-from fils_model.optim import build_optimizer, build_scheduler
 from fils_model.precision import inference_autocast
+from fils_model.probe_sweep import LinearHeads, ProbeSetting, train_probe_sweep
 
 
 @torch.no_grad()
@@ -33,26 +32,17 @@ def extract_features(model: VideoClassifier, batches: Iterable[dict[str, torch.T
     return {key: torch.cat(parts) for key, parts in collected.items()}
 
 
-def train_probe(model: VideoClassifier, data: dict[str, torch.Tensor], recipe: FinetuneRecipe) -> dict[str, float]:
-    """Train ``model``'s ``fc_norm`` and heads on cached ``features`` for ``recipe.total_steps`` steps."""
+def train_probe(model: VideoClassifier, data: dict[str, torch.Tensor], recipe: FinetuneRecipe) -> None:
+    """Train ``model``'s ``fc_norm`` and heads, from their current weights, on cached ``features`` (and the
+    ``target_*`` of ``data``) for ``recipe.total_steps`` steps: a sweep of the recipe's one setting."""
     model.freeze_encoder()
-    features = data["features"]
-    head = torch.nn.ModuleDict({"fc_norm": model.fc_norm, "heads": model.heads})
-    optimizer = build_optimizer(head, recipe.optim, recipe.global_batch_size)
-    scheduler = build_scheduler(optimizer, recipe.optim, recipe.total_steps, recipe.warmup_steps,
-                                recipe.global_batch_size)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    batch = min(recipe.global_batch_size, len(features))
-    loss = torch.zeros(())
-    head.train()
-    for step in range(recipe.total_steps):
-        scheduler.step_update(step)
-        index = torch.randperm(len(features), generator=generator)[:batch]
-        targets = dense_targets({k: v[index] for k, v in data.items() if k != "features"}, recipe.head)
-        loss = classification_loss(model.classify(features[index]), targets, recipe.head,
-                                   recipe.mix.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    head.eval()
-    return {"loss": float(loss.detach())}
+
+    def classifier_heads() -> LinearHeads:
+        """The classifier's own ``fc_norm`` and heads, so they train in place."""
+        probe = LinearHeads(model.cfg.embed_dim, model.head_cfg, model.cfg.norm_eps)
+        probe.fc_norm, probe.heads = model.fc_norm, model.heads
+        return probe
+
+    setting = ProbeSetting(recipe.optim.base_lr, recipe.optim.weight_decay)
+    targets = {key: value for key, value in data.items() if key != "features"}
+    train_probe_sweep(classifier_heads, data["features"], targets, recipe, [setting])

@@ -135,13 +135,16 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
 
 
 def publish_sweep_artifacts(result: Any) -> None:
-    """The nightly sweep's rows (one per checkpoint and metric) and its metric-over-checkpoints plot."""
+    """The nightly sweep's rows (one per checkpoint and metric), its trend plots (one per metric) and any drop."""
     rows = [{k: v for k, v in row.items() if isinstance(v, (str, int, float))} for row in result.rows]
-    plot = Path(result.plot) if result.plot is not None and Path(result.plot).is_file() else None
+    plots = [Path(p) for p in result.plots if Path(p).is_file()]
+    summary = (f"{len(result.evaluated)} evaluated, {len(result.skipped)} already in the results table, "
+               f"{len(result.failed)} failed, {len(result.drops)} metric drop(s)")
     create_table_artifact(key="fils-nightly-eval", table=rows or [{"evaluated": 0}],
-                          description=f"{len(result.evaluated)} evaluated, {len(result.skipped)} already in the "
-                                      f"results table, {len(result.failed)} failed"
-                                      + (f"; {artifact_link('fils-nightly-eval-plot', 'trend plot')}" if plot else ""))
-    if plot is not None:
-        create_markdown_artifact(key="fils-nightly-eval-plot", markdown=inline_image(plot),
-                                 description=f"the sweep's metrics over checkpoints (`{plot}`)")
+                          description=summary + (f"; {artifact_link('fils-nightly-eval-trends', 'trend plots')}"
+                                                 if plots else ""))
+    if plots:
+        drops = [f"* **{drop}**" for drop in result.drops]
+        create_markdown_artifact(key="fils-nightly-eval-trends",
+                                 markdown="\n\n".join(drops + [inline_image(p) for p in plots]),
+                                 description=f"each metric over checkpoints (`{plots[0].parent}`)")

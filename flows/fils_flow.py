@@ -220,12 +220,14 @@ def _run_fils(cfg: FilsConfig, stages: list[StageName] | None, force: bool, forc
               sweep: bool) -> dict[str, str]:
     specs = registry()
     if sweep:
-        from stages.evaluate.sweep import run_sweep
+        from stages.evaluate.sweep import MetricDropped, run_sweep
 
         result = run_sweep(cfg, None)
         best_effort("the sweep artifacts", publish_sweep_artifacts, result)
         if result.failed:
             get_run_logger().warning("sweep: %d checkpoint(s) failed: %s", len(result.failed), result.failed)
+        if result.drops:  # after everything is recorded and published: the run's failed state is the alert
+            raise MetricDropped("; ".join(result.drops))
         return {"evaluated": str(len(result.evaluated)), "skipped": str(len(result.skipped)),
                 "failed": str(len(result.failed))}
     selected = ordered_stages(specs, list(stages) if stages else list(specs))

@@ -6,19 +6,21 @@ Layout::
     OUT/synthetic/<motion>/<motion>_NNN.boxes.json true per-frame boxes (normalised x1, y1, x2, y2)
     OUT/real/<name>.mp4                            real footage (see real/SOURCES.md)
     OUT/samples.csv                                path, label, text, split (for data.source.kind=csv)
+    OUT/class_prompts.csv                          head, class, prompt: text prompts of each motion class
 """
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.samples.captions import noisy_caption
-from pipeline.samples.synthetic import DEFAULT_CLASSES, PAN_CAPTION, STRIPED_SQUARE, Look, make_clip
+from pipeline.samples.synthetic import DEFAULT_CLASSES, MOTIONS, PAN_CAPTION, STRIPED_SQUARE, Look, make_clip
 from pipeline.video.encode import H264Writer
 
 REAL_DIR = Path(__file__).parent / "real"
@@ -28,6 +30,8 @@ REAL_CAPTIONS = {
     "vtest": "people walking across a campus",
 }
 SAMPLES_CSV = "samples.csv"
+CLASS_PROMPTS_CSV = "class_prompts.csv"
+PROMPT_SUBJECTS = ("an object", "something", "a shape")  # each says what moves, not how it looks
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,21 @@ def write_samples(out: Path, settings: SampleSettings = SampleSettings()) -> Pat
         writer = csv.DictWriter(fh, fieldnames=["path", "label", "text", "split"])
         writer.writeheader()
         writer.writerows(rows)
+    write_class_prompts(out, settings.classes)
     return csv_path
+
+
+def write_class_prompts(out: Path, classes: Sequence[str]) -> Path:
+    """Write ``out/class_prompts.csv``, the prompt file of zero-shot evaluation (``stages.evaluate.prompts``): each
+    class described by its canonical motion phrase (``synthetic.MOTIONS``), as a real benchmark ships its class
+    names; the captions' other paraphrases (``captions.PARAPHRASES``) are left out."""
+    path = Path(out) / CLASS_PROMPTS_CSV
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["head", "class", "prompt"])
+        writer.writerows(["label", motion, f"{subject} {MOTIONS[motion]}"]
+                         for motion in classes for subject in PROMPT_SUBJECTS)
+    return path
 
 
 def read_true_boxes(video: Path) -> dict:

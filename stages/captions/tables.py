@@ -43,12 +43,12 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def _read(stage_dir: Path, name: str) -> pa.Table:
+def _read(stage_dir: Path, name: str, columns: list[str] | None = None) -> pa.Table:
     path = Path(stage_dir) / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the captions stage first "
                                 "(fils run -c CONFIG --stages captions)")
-    return pq.read_table(path)
+    return pq.read_table(path, columns=columns)
 
 
 def read_captions(stage_dir: Path) -> pa.Table:
@@ -59,3 +59,9 @@ def read_captions(stage_dir: Path) -> pa.Table:
 def read_embeddings(stage_dir: Path) -> pa.Table:
     """``embeddings.parquet`` of a committed captions stage (``<workdir>/captions``)."""
     return _read(stage_dir, EMBEDDINGS_FILE)
+
+
+def text_encoder_id(stage_dir: Path) -> str | None:
+    """The identity of the text encoder whose space the committed caption embeddings are in (None: no rows)."""
+    ids = _read(stage_dir, EMBEDDINGS_FILE, ["encoder_id"]).column("encoder_id").to_pylist()
+    return ids[0] if ids else None

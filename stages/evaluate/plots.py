@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -97,11 +98,19 @@ def loss_curves(metrics_csv: Path, path: Path, floors: dict[str, float] | None =
     return _save(fig, path)
 
 
-def metric_over_checkpoints(points: list[tuple[str, float]], metric: str, benchmark: str, path: Path) -> Path:
-    """One point per checkpoint, in the given order (oldest first)."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(points) + 2), 4))
-    ax.plot(range(len(points)), [v for _, v in points], marker="o")
-    ax.set_xticks(range(len(points)), [label for label, _ in points], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{benchmark}: {metric} per checkpoint")
+def metric_trend(rows: list[dict[str, Any]], metric: str, benchmark: str, path: Path) -> Path:
+    """``metric`` over checkpoints, one line per protocol: x is the checkpoint's training step when every row says
+    it, else the order the checkpoints were evaluated in (``rows``: the results table's, in recording order)."""
+    rows = [r for r in rows if r["metric"] == metric]
+    by_step = all(r.get("step") is not None for r in rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for protocol in sorted({r["protocol"] for r in rows}):
+        points = {r["checkpoint"]: (r["step"] if by_step else n, r["value"])
+                  for n, r in enumerate(rows) if r["protocol"] == protocol}
+        xs, ys = zip(*sorted(points.values()))
+        ax.plot(xs, [100 * y if "rank" not in metric else y for y in ys], marker="o", label=protocol)
+    ax.set_xlabel("checkpoint step" if by_step else "checkpoint (evaluation order)")
+    ax.set_ylabel(metric if "rank" in metric else f"{metric} (%)")
+    ax.set_title(f"{benchmark}: {metric}")
+    ax.legend(fontsize=7)
     return _save(fig, path)

@@ -41,6 +41,33 @@ def _gain_sentence(gain: dict[str, Interval], level: float | None) -> list[str]:
     return [f"The pre-trained encoder {verdict} under the same probe and recipe: {points}, {bounds}."]
 
 
+LANGUAGE_TITLES = {"zero_shot": "Zero-shot classification (class prompts, no training)",
+                   "retrieval": "Clip-caption retrieval (the split's own captions)",
+                   "epic_mir": "EPIC-KITCHENS-100 multi-instance retrieval"}
+
+
+def _fmt_metric(name: str, value: float, interval: Interval | None) -> str:
+    """Ranks as they are, fractions in %, with the interval when there is one."""
+    if "rank" in name:
+        return f"{value:.1f}"
+    return _fmt(value) if interval is None else _fmt_interval(interval)
+
+
+def language_section(checkpoint: Path, results: list[Any], intervals: dict[str, dict[str, Interval]],
+                     skipped: dict[str, str]) -> list[str]:
+    """The report's language-space part: one table per evaluation (``LanguageResult``s) and what was skipped."""
+    lines = ["", "## Language space", "", f"The pre-trained encoder `{checkpoint}`, frozen, with its language "
+             "projector: clip embeddings against text embeddings, nothing trained on labels."]
+    for result in results:
+        found = intervals.get(result.protocol, {})
+        lines += ["", f"### {LANGUAGE_TITLES[result.protocol]}: {result.clips} clips", ""]
+        lines += _table(["metric", "value (% unless a rank)"],
+                        [[k, _fmt_metric(k, v, found.get(k))] for k, v in result.metrics.items()])
+    if skipped:
+        lines += [""] + [f"* {name} not scored: {why}" for name, why in skipped.items()]
+    return lines
+
+
 def excluded_clips(excluded: list[dict[str, Any]]) -> int:
     """Clips behind the exclusion rows (a row for a whole rejected video stands for all of its clips)."""
     return sum(e.get("clips", 1) for e in excluded)
@@ -50,10 +77,10 @@ def render_report(*, benchmark: str, checkpoint: str, checkpoint_path: str, prot
                   clips: int, scored: Scored, excluded: list[dict[str, str]], class_names: list[str],
                   figures: list[Path], history: list[dict[str, Any]], top_classes: int,
                   columns: dict[str, dict[str, Interval]], level: float | None,
-                  gain: dict[str, Interval] | None = None) -> str:
+                  gain: dict[str, Interval] | None = None, language: list[str] | None = None) -> str:
     """``columns``: title -> metric -> value with interval, one column per set of weights scored (the trained
     weights first); ``gain``: the trained weights minus the random-init baseline, paired; ``level``: the intervals'
-    coverage (None: none computed)."""
+    coverage (None: none computed); ``language``: the lines of :func:`language_section`."""
     lines = [f"# Evaluation: {benchmark}", "",
              f"* checkpoint `{checkpoint}` ({checkpoint_path}), protocol **{protocol}**",
              f"* {clips} clips scored, views {views} (temporal x spatial, probabilities averaged)",
@@ -69,6 +96,7 @@ def render_report(*, benchmark: str, checkpoint: str, checkpoint_path: str, prot
                              + ([_fmt_interval(gain.get(k))] if gain else []) for k in scored.metrics])
     if gain:
         lines += [""] + _gain_sentence(gain, level)
+    lines += language or []
     if excluded:
         lines += ["", "## Excluded clips", ""] + _table(["clip", "clips", "reason"],
                                                         [[e["key"], e.get("clips", 1), e["reason"]] for e in excluded])

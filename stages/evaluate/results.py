@@ -27,7 +27,8 @@ RESULT_SCHEMA = pa.schema([
     pa.field("clips", pa.int64()),  # clips scored
     pa.field("excluded", pa.int64()),  # clips of the split not scored (rejected by the shard stage, undecodable)
     pa.field("timestamp", pa.timestamp("s", tz="UTC"), nullable=False),
-], metadata={"fils.table": "results", "fils.schema_version": "2"})
+    pa.field("step", pa.int64()),  # training step of the checkpoint, when it says (trend plots' x axis)
+], metadata={"fils.table": "results", "fils.schema_version": "3"})
 
 EvalKey = tuple[str, str, str, str]  # benchmark, checkpoint, protocol, views
 

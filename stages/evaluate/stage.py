@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 import torch
 
 from fils_model.classifier import load_classifier
+from fils_model.finetune_config import HeadConfig
+from fils_model.language_head import PROJECTOR_WEIGHTS
 from fils_model.weights import weights_fingerprint
 from pipeline.fingerprint import without_runtime_only
 from pipeline.runner import StageError
@@ -33,13 +35,15 @@ from pipeline.tables import write_table
 from stages.config import FilsConfig
 from stages.evaluate import plots
 from stages.evaluate.bootstrap import Interval, intervals, metric_draws, paired_differences, resample
+from stages.evaluate.feature_bank import BankSettings, FrozenEncoder, bank_features
+from stages.evaluate.language_eval import LanguageResult, language_results
 from stages.evaluate.predict import Predictions, predict
-from stages.evaluate.report import excluded_clips, render_report
+from stages.evaluate.report import excluded_clips, language_section, render_report
 from stages.evaluate.results import read_results, record_results, result_rows, write_rows
 from stages.evaluate.scoring import Scored, score
 from stages.finetune.stage import CLASSIFIER_DIR, EMA_CLASSIFIER_DIR, RANDOM_INIT_CLASSIFIER_DIR, starts_from_pretrain
-from stages.pretrain.stage import training_loss_floors, training_metrics
-from stages.shard.tables import REJECTS_FILE, read_clips
+from stages.pretrain.stage import pretrained_encoder, training_loss_floors, training_metrics
+from stages.shard.tables import REJECTS_FILE, class_names
 
 PREDICTIONS = "predictions_{weights}.npz"
 EXCLUDED_JSON = "excluded.json"
@@ -65,7 +69,7 @@ def results_path(cfg: FilsConfig) -> Path:
 
 
 # The sweep is not this stage; the results table's location and the batch size do not change the scores.
-RUNTIME_ONLY = ("evaluate.sweep", "evaluate.results_table", "evaluate.batch_size")
+RUNTIME_ONLY = ("evaluate.sweep", "evaluate.results_table", "evaluate.batch_size", "evaluate.bank")
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
@@ -75,15 +79,39 @@ def _config_of(cfg: FilsConfig) -> dict[str, Any]:
 def _needs(cfg: FilsConfig) -> dict[str, str]:
     needs = {"shard": "", "finetune": ""}
     if cfg.finetune is not None and starts_from_pretrain(cfg):
-        needs["pretrain"] = "the report plots the pre-training losses of the encoder finetune.init names"
+        needs["pretrain"] = ("the report plots the pre-training losses of the encoder finetune.init names, and "
+                             "zero-shot and retrieval use its language projector")
+        if cfg.evaluate.retrieval.enabled and cfg.captions is not None:
+            needs["captions"] = "retrieval compares clips with their captions (evaluate.retrieval.enabled)"
     return needs
+
+
+def language_source(ctx: StageContext) -> Path | None:
+    """The pre-trained encoder the evaluated classifier was fine-tuned from, when zero-shot or retrieval is on and
+    pretrain is upstream: its export folder, or its last checkpoint when the export predates the language files."""
+    ev = ctx.cfg.evaluate
+    if not (ev.zero_shot.enabled or ev.retrieval.enabled) or not _fine_tuned_from_pretrain(ctx):
+        return None
+    encoder = pretrained_encoder(ctx.upstream_dir("pretrain"))
+    return encoder if (encoder / PROJECTOR_WEIGHTS).is_file() else ctx.upstream_dir("pretrain") / "checkpoint.pt"
+
+
+def bank_settings(cfg: FilsConfig) -> BankSettings:
+    ev = cfg.evaluate
+    return BankSettings(ev.views, ev.sampling, ev.bank.tokens, ev.batch_size, ev.decode_backend)
+
+
+def _fine_tuned_from_pretrain(ctx: StageContext) -> bool:
+    """Whether the committed pretrain output is the one the evaluated classifier was fine-tuned from (not rerun
+    since)."""
+    pretrain = ctx.upstream.get("pretrain")
+    return pretrain is not None and ctx.upstream["finetune"].upstream.get("pretrain") == pretrain.output_id
 
 
 def pretrain_losses(ctx: StageContext) -> tuple[Path, dict[str, float]] | None:
     """The loss log and loss floors of the pretrain output the evaluated classifier was fine-tuned from (None when
     there is none, or when pretrain has been rerun since: its curve would not belong to this encoder)."""
-    pretrain = ctx.upstream.get("pretrain")
-    if pretrain is None or ctx.upstream["finetune"].upstream.get("pretrain") != pretrain.output_id:
+    if not _fine_tuned_from_pretrain(ctx):
         return None
     metrics = training_metrics(ctx.upstream_dir("pretrain"))
     return None if metrics is None else (metrics, training_loss_floors(ctx.upstream_dir("pretrain")))
@@ -116,6 +144,10 @@ def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
             weights_preds.save(out_dir / PREDICTIONS.format(weights=name))
     scored = preds[CLASSIFIER_DIR]
     (out_dir / EXCLUDED_JSON).write_text(json.dumps(scored.excluded))
+    source = language_source(ctx)
+    if source is not None:  # into the feature bank, where finalize (and later sweeps) read it
+        bank_features(ctx.cfg.workdir, FrozenEncoder(source, device), [Path(unit.payload["shard"])],
+                      bank_settings(ctx.cfg))
     return {"clips": len(scored.keys), "excluded": len(scored.excluded)}
 
 
@@ -124,16 +156,6 @@ def shard_rejects(shard_dir: Path, split: str) -> list[dict[str, str]]:
     rows = pq.read_table(shard_dir / REJECTS_FILE).to_pylist()
     return [{"key": r["key"] or f"(all of {r['source_path']})", "reason": f"shard stage: {r['reason']}",
              "clips": r["clips"]} for r in rows if r["split"] == split]
-
-
-def class_names(shard_dir: Path) -> list[str]:
-    """Index -> name of the single-label / action classes, from clips.parquet."""
-    table = read_clips(shard_dir, ["label", "label_name"]).to_pydict()
-    names: dict[int, str] = {}
-    for label, name in zip(table["label"], table["label_name"]):
-        if label is not None and label >= 0 and name:
-            names[label] = name
-    return [names.get(i, "") for i in range(max(names, default=-1) + 1)]
 
 
 def write_figures(scored: Scored, names: list[str], benchmark: str, out_dir: Path, limit: int,
@@ -183,6 +205,39 @@ def _score_weights(ctx: StageContext, units: list[Unit], name: str, classifier: 
                          values)
 
 
+@dataclass
+class LanguageSpace:
+    """The language-space evaluations of the pre-trained encoder (``stages.evaluate.language_eval``)."""
+
+    checkpoint: Path
+    results: list[LanguageResult]
+    skipped: dict[str, str]  # evaluation -> why it did not run
+    intervals: dict[str, dict[str, Interval]]  # protocol -> metric -> bootstrap interval (zero-shot)
+    excluded: int
+
+
+def _language_space(ctx: StageContext, units: list[Unit], head: HeadConfig, benchmark: str) -> LanguageSpace | None:
+    source = language_source(ctx)
+    if source is None:
+        return None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = FrozenEncoder(source, device)
+    if encoder.language is None:
+        return LanguageSpace(source, [], {"language space": f"{source} has no language projector (pre-trained "
+                                          "without ActCLIP and feature prediction)"}, {}, 0)
+    cfg = ctx.cfg
+    features = bank_features(cfg.workdir, encoder, [Path(u.payload["shard"]) for u in units], bank_settings(cfg))
+    captions = ctx.upstream_dir("captions") if "captions" in ctx.upstream else None
+    results, skipped = language_results(cfg, ctx.upstream_dir("shard"), captions, features, encoder.language, head,
+                                        benchmark)
+    ivl = cfg.evaluate.intervals
+    found = {r.protocol: intervals(r.scored.metrics, metric_draws(r.scored.outcomes.metrics,
+                                                                  resample(r.clips, ivl.resamples, ivl.seed)),
+                                   ivl.level) for r in results if r.scored is not None}
+    excluded = excluded_clips(features.excluded + shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split))
+    return LanguageSpace(source, results, skipped, found, excluded)
+
+
 def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     cfg, out = ctx.cfg, ctx.output_dir
     excluded = []
@@ -208,6 +263,11 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     for name, result in scored_results.items():
         rows += result_rows(benchmark, weights_fingerprint(weights[name]), weights[name], protocol_of(main.meta, name),
                             views, result.scored.metrics, len(result.preds.keys), excluded_clips(excluded))
+    language = _language_space(ctx, units, HeadConfig.model_validate(main.meta["head"]), benchmark)
+    if language is not None:
+        for result in language.results:
+            rows += result_rows(benchmark, weights_fingerprint(language.checkpoint), language.checkpoint,
+                                result.protocol, views, result.metrics, result.clips, language.excluded)
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
     table = results_path(cfg)
@@ -224,10 +284,15 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
         protocol=rows[0]["protocol"], views=views, clips=len(main.preds.keys), scored=main.scored, excluded=excluded,
         class_names=names, figures=[f.relative_to(out) for f in figures], history=history,
         top_classes=cfg.evaluate.plot_classes, level=ivl.level if ivl.resamples else None,
-        columns={WEIGHTS[name][1]: result.intervals for name, result in scored_results.items()}, gain=gain))
+        columns={WEIGHTS[name][1]: result.intervals for name, result in scored_results.items()}, gain=gain,
+        language=None if language is None else language_section(language.checkpoint, language.results,
+                                                                language.intervals, language.skipped)))
     extra: dict[str, Any] = {"metrics": main.scored.metrics, "results_table": str(table), "report": REPORT_FILE}
     if EMA_CLASSIFIER_DIR in scored_results:
         extra["ema_metrics"] = scored_results[EMA_CLASSIFIER_DIR].scored.metrics
+    if language is not None:
+        extra["language_space"] = {"checkpoint": str(language.checkpoint), "skipped": language.skipped,
+                                   **{r.protocol: r.metrics for r in language.results}}
     if baseline is not None:
         extra["random_init_metrics"] = baseline.scored.metrics
         extra["gain_over_random_init"] = {k: asdict(v) for k, v in (gain or {}).items()}
@@ -235,6 +300,6 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
                                    "metrics": len(rows)}, extra=extra)
 
 
-SPEC = StageSpec(name="evaluate", version="2", upstream=("shard", "finetune", "pretrain"), config_of=_config_of,
+SPEC = StageSpec(name="evaluate", version="3", upstream=("shard", "captions", "finetune", "pretrain"), config_of=_config_of,
                  plan=_plan, process=process_shard, finalize=_finalize, needs=_needs, sections=("evaluate",),
                  runtime_only=RUNTIME_ONLY)

@@ -1,10 +1,19 @@
 """The nightly sweep (``fils/nightly-eval``): evaluate every checkpoint that the results table lacks on the
-configured benchmark, append the metrics, and draw the headline metric over checkpoints.
+configured benchmark, append the metrics, draw each metric over checkpoints, and fail when one drops.
 
-Encoder checkpoints (VideoMAE-layout folders/files, pretrain ``.pt``) are linear-probed with the finetune
-section's head and data (``evaluate.sweep.probe_*``); fine-tuned classifier folders are evaluated as they are.
-A checkpoint is identified by the hash of its weights, so a renamed file is not evaluated twice and a rewritten
-one is evaluated again. One broken checkpoint is reported in the result and does not stop the others.
+Encoder checkpoints (VideoMAE-layout folders/files, pretrain ``.pt``) are evaluated frozen, from the feature bank
+(``stages.evaluate.feature_bank``): each split is decoded and encoded once per checkpoint, then a sweep of linear
+probes (and attentive ones, ``evaluate.sweep.probes.attentive``) is trained side by side with the setting chosen on
+held-out training clips (``stages.evaluate.probes``), and, when the checkpoint has a language projector, zero-shot
+classification and retrieval run on the same features (``stages.evaluate.language_eval``). Fine-tuned classifier
+folders are evaluated as they are. A checkpoint is identified by the hash of its weights, so a renamed file is not
+evaluated twice and a rewritten one is evaluated again. One broken checkpoint is reported in the result and does
+not stop the others.
+
+After recording, each watched metric (the headline metric of each classification protocol, Recall@5 both ways,
+EK-100 retrieval's average mAP) of every newly evaluated checkpoint is compared with the best earlier checkpoint of
+the same protocol; a drop of more than ``evaluate.sweep.alert_margin`` is listed in ``SweepResult.drops``, and the
+flow fails on it after publishing everything.
 """
 from __future__ import annotations
 
@@ -17,23 +26,33 @@ from typing import Any
 import torch
 
 from fils_model.classifier import VideoClassifier, is_classifier_dir, load_classifier
+from fils_model.probe_sweep import ProbeSetting
 from fils_model.weights import weights_file, weights_fingerprint
 from pipeline.artifacts import ArtifactStore
 from pipeline.locks import stage_locks
 from pipeline.runner import verified_output
 from pipeline.shards import iter_shard, shard_paths
+from pipeline.video.clip_config import ViewsConfig
 from stages.config import FilsConfig
 from stages.evaluate import plots
+from stages.evaluate.feature_bank import BankSettings, Features, FrozenEncoder, bank_features
+from stages.evaluate.language_eval import language_results
 from stages.evaluate.predict import predict
+from stages.evaluate.probes import Resolve, probe_sweep
 from stages.evaluate.report import excluded_clips
 from stages.evaluate.results import evaluated_keys, read_results, record_results, result_rows
 from stages.evaluate.scoring import HEADLINE, score
-from stages.evaluate.stage import WEIGHTS, protocol_of, results_path, shard_rejects
-from stages.finetune.data import action_map, labelled_count
-from stages.finetune.stage import RANDOM_INIT_CLASSIFIER_DIR, fit_linear_probe, section_of
+from stages.evaluate.stage import WEIGHTS, bank_settings, protocol_of, results_path, shard_rejects
+from stages.finetune.data import action_map
+from stages.finetune.stage import RANDOM_INIT_CLASSIFIER_DIR, section_of
 
 log = logging.getLogger("fils.sweep")
 
+WATCHED = (*HEADLINE, "v2t_r5", "t2v_r5", "avg_map")  # metrics whose drop fails the sweep
+
+
+class MetricDropped(RuntimeError):
+    """A watched metric of a new checkpoint fell more than ``evaluate.sweep.alert_margin`` below the best so far."""
 
 
 @dataclass
@@ -42,7 +61,10 @@ class SweepResult:
     skipped: list[Path] = field(default_factory=list)  # already in the results table
     failed: dict[str, str] = field(default_factory=dict)  # checkpoint -> error
     rows: list[dict[str, Any]] = field(default_factory=list)
-    plot: Path | None = None
+    decoded: dict[str, dict[str, int]] = field(default_factory=dict)  # checkpoint -> split -> clips decoded
+    notes: dict[str, list[str]] = field(default_factory=dict)  # checkpoint -> chosen probe settings, skipped parts
+    plots: list[Path] = field(default_factory=list)  # one per metric, over checkpoint steps
+    drops: list[str] = field(default_factory=list)  # watched metrics that fell below the best earlier checkpoint
 
 
 def discover_checkpoints(cfg: FilsConfig) -> list[Path]:
@@ -56,17 +78,70 @@ def discover_checkpoints(cfg: FilsConfig) -> list[Path]:
     return sorted(found, key=lambda p: (weights_file(p).stat().st_mtime, str(p)))
 
 
-def _probe(cfg: FilsConfig, shard_dir: Path, checkpoint: Path) -> VideoClassifier:
+def probe_settings(cfg: FilsConfig) -> list[ProbeSetting]:
+    probes = cfg.evaluate.sweep.probes
+    return [ProbeSetting(lr, wd) for lr in probes.lrs for wd in probes.weight_decays]
 
+
+def probe_recipe(cfg: FilsConfig) -> Resolve:
+    """Training clips -> the probe recipe: the finetune section's head and optimiser without augmentation, for
+    ``evaluate.sweep.probes.epochs`` (10 % warm-up)."""
     section = section_of(cfg)
-    sweep = cfg.evaluate.sweep
-    optim = section.optim if sweep.probe_lr is None else section.optim.model_copy(update={"base_lr": sweep.probe_lr})
+    epochs = cfg.evaluate.sweep.probes.epochs
     probe = section.model_copy(update={
-        "mode": "linear_probe", "epochs": sweep.probe_epochs, "total_steps": None, "warmup_epochs": sweep.probe_epochs / 10,
-        "warmup_steps": 0, "model_ema": False, "optim": optim,
+        "mode": "linear_probe", "epochs": epochs, "total_steps": None, "warmup_epochs": epochs / 10,
+        "warmup_steps": 0, "model_ema": False,
         "mix": section.mix.model_copy(update={"mixup": 0.0, "cutmix": 0.0})})
-    clips = labelled_count(shard_dir, section.data.split, section.head)
-    return fit_linear_probe(cfg, shard_dir, checkpoint, probe.resolve(clips), None)
+    return probe.resolve
+
+
+def _split_features(cfg: FilsConfig, shard_dir: Path, encoder: FrozenEncoder, split: str,
+                    settings: BankSettings) -> Features:
+    shards = shard_paths(shard_dir, split)
+    if not shards:
+        raise FileNotFoundError(f"no shards of split {split!r} under {shard_dir}; set the split to one the shard "
+                                "stage wrote")
+    return bank_features(cfg.workdir, encoder, shards, settings)
+
+
+@dataclass
+class FrozenEvaluation:
+    protocols: dict[str, tuple[dict[str, float], int]]  # protocol -> (metrics, clips scored)
+    excluded: int
+    decoded: dict[str, int]
+    notes: list[str]
+    step: int | None
+
+
+def evaluate_frozen(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoint: Path
+                    ) -> FrozenEvaluation:
+    """Probe sweeps, zero-shot and retrieval of one encoder checkpoint, all from its feature bank."""
+    section, ev = section_of(cfg), cfg.evaluate
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = FrozenEncoder(checkpoint, device)
+    data = section.data
+    train = _split_features(cfg, shard_dir, encoder, data.split, BankSettings(
+        ViewsConfig(temporal=1, spatial=1), data.sampling, ev.bank.tokens, data.feature_batch_size,
+        data.decode_backend))
+    test = _split_features(cfg, shard_dir, encoder, ev.split, bank_settings(cfg))
+    head = section.head
+    verbs, nouns = action_map(shard_dir, head.num_classes) if head.task == "epic_action" else (None, None)
+    protocols, notes = {}, []
+    kinds = ["linear"] + (["attentive"] if ev.sweep.probes.attentive else [])
+    for kind in kinds:
+        outcome = probe_sweep(train, test, head, probe_recipe(cfg), probe_settings(cfg), ev.sweep.probes.holdout,
+                              kind, verbs, nouns)
+        protocols[f"{kind}_probe"] = (outcome.scored.metrics, len(test.labelled(head)[0]))
+        notes.append(f"{kind} probe: chose {outcome.chosen.label} on held-out training clips "
+                     f"({', '.join(f'{k}: {100 * v:.1f}' for k, v in outcome.held_out.items())})")
+    if encoder.language is not None:
+        results, skipped = language_results(cfg, shard_dir, captions_dir, test, encoder.language, head,
+                                            section.benchmark)
+        protocols |= {r.protocol: (r.metrics, r.clips) for r in results}
+        notes += [f"{name} not scored: {why}" for name, why in skipped.items()]
+    step = None if encoder.language is None else encoder.language.meta.get("step")
+    return FrozenEvaluation(protocols, excluded_clips(test.excluded + shard_rejects(shard_dir, ev.split)),
+                            {data.split: train.decoded, ev.split: test.decoded}, notes, step)
 
 
 def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: dict[str, Any]
@@ -90,26 +165,48 @@ def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: di
     return score(model.head_cfg, scores, targets, verbs, nouns).metrics, len(preds.keys), excluded
 
 
-def _plot(cfg: FilsConfig, benchmark: str, table: Path) -> Path | None:
+def _trend_plots(benchmark: str, table: Path) -> list[Path]:
+    """One figure per metric: its value over checkpoint steps, one line per protocol (random-init rows are a
+    reference, not a checkpoint, and are left out)."""
     rows = [r for r in read_results(table) if r["benchmark"] == benchmark
-            and not r["protocol"].endswith(WEIGHTS[RANDOM_INIT_CLASSIFIER_DIR][0])]  # a reference, not a checkpoint
-    metric = next((m for m in HEADLINE if any(r["metric"] == m for r in rows)), None)
-    if metric is None:
-        return None
-    points = [(f"{r['checkpoint'][:8]} {r['protocol']}", r["value"])
-              for r in sorted(rows, key=lambda r: r["timestamp"]) if r["metric"] == metric]
-    return plots.metric_over_checkpoints(points, metric, benchmark, table.parent / f"{benchmark}_{metric}.png")
+            and not r["protocol"].endswith(WEIGHTS[RANDOM_INIT_CLASSIFIER_DIR][0])]
+    folder = table.parent / "trends"
+    return [plots.metric_trend(rows, metric, benchmark, folder / f"{benchmark}_{metric}.png")
+            for metric in sorted({r["metric"] for r in rows})]
+
+
+def metric_drops(table: list[dict[str, Any]], checkpoints: set[str], margin: float) -> list[str]:
+    """Watched metrics of the ``checkpoints`` (fingerprints) more than ``margin`` below the best row of the same
+    benchmark, protocol, views and metric recorded before theirs (the table keeps rows in recording order)."""
+    drops = []
+    best: dict[tuple[str, ...], float] = {}
+    for row in table:
+        if row["metric"] not in WATCHED:
+            continue
+        same = (row["benchmark"], row["protocol"], row["views"], row["metric"])
+        earlier = best.get(same)
+        best[same] = row["value"] if earlier is None else max(earlier, row["value"])
+        if row["checkpoint"] in checkpoints and earlier is not None and row["value"] < earlier - margin:
+            drops.append(f"{row['protocol']} {row['metric']} of {row['checkpoint_path']}: {100 * row['value']:.2f} "
+                         f"is {100 * (earlier - row['value']):.2f} points below the best earlier checkpoint "
+                         f"({100 * earlier:.2f}; alert margin {100 * margin:.2f})")
+    return drops
 
 
 def run_sweep(cfg: FilsConfig, checkpoints: list[Path] | None = None) -> SweepResult:
     """Evaluate ``checkpoints`` (default: discovered by ``evaluate.sweep.checkpoints``) not yet in the table,
-    reading the shard stage's clips under its shared lock (the shard stage cannot be recommitted meanwhile)."""
-    with stage_locks(cfg.workdir, None, ("shard",)):
-        shard_dir = verified_output(ArtifactStore(cfg.workdir), "shard", "the evaluation sweep")
-        return _sweep(cfg, shard_dir, checkpoints)
+    reading the shard stage's clips (and the captions stage's captions, when committed) under their shared locks
+    (neither can be recommitted meanwhile)."""
+    store = ArtifactStore(cfg.workdir)
+    captions = store.success("captions") is not None and cfg.evaluate.retrieval.enabled
+    with stage_locks(cfg.workdir, None, ("shard", "captions") if captions else ("shard",)):
+        shard_dir = verified_output(store, "shard", "the evaluation sweep")
+        captions_dir = verified_output(store, "captions", "retrieval in the evaluation sweep") if captions else None
+        return _sweep(cfg, shard_dir, captions_dir, checkpoints)
 
 
-def _sweep(cfg: FilsConfig, shard_dir: Path, checkpoints: list[Path] | None) -> SweepResult:
+def _sweep(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoints: list[Path] | None
+           ) -> SweepResult:
     benchmark, views = section_of(cfg).benchmark, cfg.evaluate.views.label
     table = results_path(cfg)
     done = evaluated_keys(table)
@@ -126,16 +223,27 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, checkpoints: list[Path] | None) -> 
                 result.skipped.append(checkpoint)
                 continue
             log.info("sweep: evaluating %s (%s, %s)", checkpoint, fingerprint, protocol)
-            model = model if model is not None else _probe(cfg, shard_dir, checkpoint)
-            metrics, clips, excluded = _evaluate(cfg, shard_dir, model, meta)
+            if model is not None:
+                metrics, clips, excluded = _evaluate(cfg, shard_dir, model, meta)
+                found = FrozenEvaluation({protocol: (metrics, clips)}, excluded, {}, [], None)
+            else:
+                found = evaluate_frozen(cfg, shard_dir, captions_dir, checkpoint)
         except Exception as exc:  # noqa: BLE001 - one broken checkpoint must not stop the nightly run
             log.error("sweep: %s failed: %s", checkpoint, exc)
             result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"
             continue
-        rows = result_rows(benchmark, fingerprint, checkpoint, protocol, views, metrics, clips, excluded)
+        rows = [row | {"step": found.step} for name, (metrics, clips) in found.protocols.items()
+                for row in result_rows(benchmark, fingerprint, checkpoint, name, views, metrics, clips,
+                                       found.excluded)]
         record_results(table, rows)
         done.add((benchmark, fingerprint, protocol, views))
         result.evaluated.append(checkpoint)
         result.rows += rows
-    result.plot = _plot(cfg, benchmark, table)
+        result.decoded[str(checkpoint)] = found.decoded
+        result.notes[str(checkpoint)] = found.notes
+        for note in found.notes:
+            log.info("sweep: %s: %s", checkpoint, note)
+    result.plots = _trend_plots(benchmark, table)
+    result.drops = metric_drops(read_results(table), {r["checkpoint"] for r in result.rows},
+                                cfg.evaluate.sweep.alert_margin)
     return result

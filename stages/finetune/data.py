@@ -93,11 +93,12 @@ def labelled_count(shard_dir: Path, split: str, head: HeadConfig) -> int:
     return sum(1 for row in rows if row["split"] == split and clip_targets(row, head) is not None)
 
 
-def view_batches(samples: Iterable[ShardSample], model_cfg: ModelConfig, head: HeadConfig, views: ViewsConfig,
+def view_batches(samples: Iterable[ShardSample], model_cfg: ModelConfig, head: HeadConfig | None, views: ViewsConfig,
                  sampling: SamplingConfig, batch_size: int, excluded: list[dict[str, str]],
                  backend: str = "auto") -> Iterator[dict[str, Any]]:
     """Batches of ``batch_size`` labelled clips: ``video`` ``(clips x views, 3, T, H, W)``, stacked
-    ``target_<head>`` and ``keys``. Undecodable clips are appended to ``excluded`` and skipped."""
+    ``target_<head>`` and ``keys``; with ``head`` None, every clip and no targets. Undecodable clips are appended
+    to ``excluded`` and skipped."""
     pending: list[tuple[str, dict[str, torch.Tensor], torch.Tensor]] = []
 
     def collate() -> dict[str, Any]:
@@ -107,7 +108,7 @@ def view_batches(samples: Iterable[ShardSample], model_cfg: ModelConfig, head: H
         return batch
 
     for sample in samples:
-        targets = clip_targets(sample.meta, head)
+        targets = {} if head is None else clip_targets(sample.meta, head)
         if targets is None:
             continue  # unlabelled in this task (e.g. EK-100 test clips): not part of the evaluation
         offset = int(sample.meta.get("frame_offset") or 0)

@@ -42,6 +42,7 @@ from pipeline.launch import gpus_of, nproc_of, run_training
 from pipeline.runner import StageError
 from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
+from stages.captions.tables import text_encoder_id
 from stages.config import FilsConfig
 from stages.pretrain.config import PretrainDataConfig, PretrainSection
 from stages.pretrain.samples import PretrainRecipe, pretrain_stream
@@ -211,7 +212,7 @@ def train(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any]:
                          f"{section.launch.max_steps_per_attempt}); run the stage again to continue")
     from fils_model.export import export_checkpoint  # imports transformers: only when there is something to export
 
-    export_checkpoint(latest, out_dir / ENCODER_DIR)
+    export_checkpoint(latest, out_dir / ENCODER_DIR, language={"text_encoder_id": text_encoder_id(job.captions_dir)})
     _link_tree(latest, out_dir / "checkpoint.pt")
     (out_dir / "checkpoints").mkdir()
     for kept in checkpoints.saved():  # the commit deletes the staging: the kept checkpoints go with the output

@@ -44,3 +44,13 @@ def read_clips(shard_dir: Path, columns: list[str] | None = None) -> pa.Table:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the shard stage first (fils run -c CONFIG --stages shard)")
     return pq.read_table(path, columns=columns)
+
+
+def class_names(shard_dir: Path) -> list[str]:
+    """Index -> name of the single-label / action classes, from clips.parquet."""
+    table = read_clips(shard_dir, ["label", "label_name"]).to_pydict()
+    names: dict[int, str] = {}
+    for label, name in zip(table["label"], table["label_name"]):
+        if label is not None and label >= 0 and name:
+            names[label] = name
+    return [names.get(i, "") for i in range(max(names, default=-1) + 1)]

@@ -78,7 +78,7 @@ def test_sweep_skips_evaluated_checkpoints_and_picks_up_a_new_one(probed, tmp_pa
     checkpoints = work / "pretrain" / "checkpoints"
     for seed in (1, 2):
         export_random_encoder(checkpoints / f"enc_{seed}", seed)
-    sweep = {"checkpoints": ["pretrain/checkpoints/*", "finetune/classifier"], "probe_epochs": 20}
+    sweep = {"checkpoints": ["pretrain/checkpoints/*", "finetune/classifier"], "probes": {"epochs": 20}}
     cfg = with_sections(probed, work, evaluate=probed.evaluate.model_dump(mode="json") | {"sweep": sweep})
 
     first = run_sweep(cfg, None)
@@ -91,7 +91,7 @@ def test_sweep_skips_evaluated_checkpoints_and_picks_up_a_new_one(probed, tmp_pa
     rows = read_results(work / "results" / "results.parquet")
     assert len({r["checkpoint"] for r in rows}) == 4
     assert {r["protocol"] for r in rows} == {"linear_probe"}
-    assert third.plot is not None and third.plot.is_file()
+    assert third.plots and all(plot.is_file() for plot in third.plots)
     broken = run_sweep(cfg, [work / "missing_encoder"])
     assert list(broken.failed) == [str(work / "missing_encoder")]
 
