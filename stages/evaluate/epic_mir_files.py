@@ -71,7 +71,7 @@ class EpicRetrievalSentence:
     narration: str
 
 
-class _Row:
+class CsvRow:
     """Typed access to one CSV record; every failure names the file, the row and the column."""
 
     def __init__(self, path: Path, number: int, line: int, record: dict[str | None, str | None]):
@@ -112,9 +112,11 @@ class _Row:
         return tuple(value)
 
 
-def _records(path: Path, required: Sequence[str],
-             alternatives: Sequence[Sequence[str]] = ()) -> Iterable[tuple[_Row, tuple[str, ...]]]:
+def csv_records(path: Path, required: Sequence[str],
+             alternatives: Sequence[Sequence[str]] = ()) -> Iterable[tuple[CsvRow, tuple[str, ...]]]:
     """Yield each data row of ``path`` and the column set it matched (``required`` or one of ``alternatives``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found; fix the path in the config")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames
@@ -128,7 +130,7 @@ def _records(path: Path, required: Sequence[str],
             raise ValueError(f"{path}: missing column(s) {missing}; expected a header with columns {list(required)}, "
                              f"got {header}")
         for number, record in enumerate(reader, start=1):
-            row = _Row(path, number, reader.line_num, record)
+            row = CsvRow(path, number, reader.line_num, record)
             if None in record:
                 raise ValueError(f"{path}: row {number} (line {reader.line_num}): expected {len(header)} cells as in "
                                  f"the header, got {len(header) + len(record[None])}")
@@ -139,7 +141,7 @@ def _records(path: Path, required: Sequence[str],
             yield row, columns
 
 
-def _unique(row: _Row, seen: dict[str, int], narration_id: str, column: str) -> None:
+def _unique(row: CsvRow, seen: dict[str, int], narration_id: str, column: str) -> None:
     if narration_id in seen:
         raise row.fail(column, f"a narration id not already used (row {seen[narration_id]} has it)")
     seen[narration_id] = row.number
@@ -156,7 +158,7 @@ def read_epic_retrieval_test(path: str | Path) -> list[EpicRetrievalClip]:
     """
     path = Path(path)
     clips, seen = [], {}
-    for row, _ in _records(path, TEST_COLUMNS):
+    for row, _ in csv_records(path, TEST_COLUMNS):
         clip = EpicRetrievalClip(
             uid=row.integer("uid") if "uid" in row.record else None,
             narration_id=row.text("narration_id").strip(),
@@ -189,7 +191,7 @@ def read_epic_retrieval_sentences(path: str | Path) -> list[EpicRetrievalSentenc
     """
     path = Path(path)
     sentences, seen = [], {}
-    for row, (id_column, text_column) in _records(path, SENTENCE_COLUMNS, [_LEGACY_SENTENCE_COLUMNS]):
+    for row, (id_column, text_column) in csv_records(path, SENTENCE_COLUMNS, [_LEGACY_SENTENCE_COLUMNS]):
         sentence = EpicRetrievalSentence(narration_id=row.text(id_column).strip(), narration=row.text(text_column))
         _unique(row, seen, sentence.narration_id, id_column)
         sentences.append(sentence)

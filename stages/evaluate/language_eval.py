@@ -155,7 +155,7 @@ def language_results(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None
                 results.append(LanguageResult(protocol, *caption_retrieval(features, captions_dir)))
             else:
                 results.append(LanguageResult(protocol, *epic_retrieval(features, text, ev.retrieval)))
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:  # a missing class name or file: reported, not fatal
             log.warning("%s skipped: %s", protocol, exc)
             skipped[protocol] = str(exc)
     return results, skipped

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.evaluate.epic_mir_files import _records, _Row
+from stages.evaluate.epic_mir_files import CsvRow, csv_records
 
 PROMPT_COLUMNS = ("head", "class", "prompt")
 EPIC_CLASS_COLUMNS = ("id", "key")
@@ -97,7 +97,7 @@ def read_epic_classes(path: str | Path) -> list[str]:
     path = Path(path)
     keys: dict[int, str] = {}
     rows: dict[int, int] = {}
-    for row, _ in _records(path, EPIC_CLASS_COLUMNS):
+    for row, _ in csv_records(path, EPIC_CLASS_COLUMNS):
         class_id = row.integer("id")
         if class_id < 0:
             raise row.fail("id", "a class id >= 0")
@@ -129,7 +129,7 @@ def read_prompt_file(path: str | Path, benchmark: str, head: str, class_names: S
         if name:
             indices.setdefault(name, []).append(i)
     prompts: dict[int, list[str]] = {}
-    for row, _ in _records(path, PROMPT_COLUMNS):
+    for row, _ in csv_records(path, PROMPT_COLUMNS):
         row_head = (row.record["head"] or "").strip()
         if row_head not in known_heads:
             raise row.fail("head", f"a head of benchmark {benchmark!r}: one of {', '.join(known_heads)}")
@@ -143,7 +143,7 @@ def read_prompt_file(path: str | Path, benchmark: str, head: str, class_names: S
     return prompts
 
 
-def _class_index(row: _Row, indices: dict[str, list[int]], class_names: Sequence[str], head: str) -> int:
+def _class_index(row: CsvRow, indices: dict[str, list[int]], class_names: Sequence[str], head: str) -> int:
     """The class a row's ``class`` cell names: a name of one class, else an integer index."""
     name = (row.record["class"] or "").strip()
     if len(indices.get(name, ())) == 1:

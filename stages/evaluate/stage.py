@@ -292,7 +292,9 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
         extra["ema_metrics"] = scored_results[EMA_CLASSIFIER_DIR].scored.metrics
     if language is not None:
         extra["language_space"] = {"checkpoint": str(language.checkpoint), "skipped": language.skipped,
-                                   **{r.protocol: r.metrics for r in language.results}}
+                                   **{r.protocol: r.metrics for r in language.results},
+                                   "intervals": {protocol: {k: asdict(v) for k, v in found.items()}
+                                                 for protocol, found in language.intervals.items()}}
     if baseline is not None:
         extra["random_init_metrics"] = baseline.scored.metrics
         extra["gain_over_random_init"] = {k: asdict(v) for k, v in (gain or {}).items()}
@@ -300,6 +302,6 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
                                    "metrics": len(rows)}, extra=extra)
 
 
-SPEC = StageSpec(name="evaluate", version="3", upstream=("shard", "captions", "finetune", "pretrain"), config_of=_config_of,
+SPEC = StageSpec(name="evaluate", version="3", upstream=("shard", "finetune", "pretrain", "captions"), config_of=_config_of,
                  plan=_plan, process=process_shard, finalize=_finalize, needs=_needs, sections=("evaluate",),
                  runtime_only=RUNTIME_ONLY)

@@ -134,6 +134,10 @@ def evaluate_frozen(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None,
         protocols[f"{kind}_probe"] = (outcome.scored.metrics, len(test.labelled(head)[0]))
         notes.append(f"{kind} probe: chose {outcome.chosen.label} on held-out training clips "
                      f"({', '.join(f'{k}: {100 * v:.1f}' for k, v in outcome.held_out.items())})")
+        lrs = ev.sweep.probes.lrs
+        if len(lrs) > 1 and outcome.chosen.lr in (min(lrs), max(lrs)):
+            notes.append(f"{kind} probe: the chosen lr {outcome.chosen.lr:g} is at the edge of "
+                         "evaluate.sweep.probes.lrs: a wider grid may do better")
     if encoder.language is not None:
         results, skipped = language_results(cfg, shard_dir, captions_dir, test, encoder.language, head,
                                             section.benchmark)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from flows.local_server import (
     GPU_SLOTS,
@@ -28,6 +29,7 @@ from flows.local_server import (
 )
 from pipeline.artifacts import ArtifactStore
 from stages import registry
+from stages.evaluate.results import write_rows
 from tests.builders.browser import headless_chromium, images, page_text, require_chromium, wait_for
 from tests.helpers import marked_processes, wait_until_gone
 
@@ -52,6 +54,7 @@ def params(tmp_path_factory, samples_dir) -> dict:
     return {"config_path": "configs/demo.yaml",
             "overrides": [f"workdir={workdir}", f"data.source.root={samples_dir}",
                           f"data.source.annotations={samples_dir / 'samples.csv'}", "shard.short_side=96",
+                          f"evaluate.zero_shot.prompts={samples_dir / 'class_prompts.csv'}",
                           "evaluate.split=train"]}  # the shared sample set is too small for a validation split
 
 
@@ -177,7 +180,24 @@ def test_nightly_sweep_evaluates_only_new_checkpoints(server, params):
     again = _run(server, "fils/nightly-eval", {"overrides": params["overrides"]})
     assert again["state"]["type"] == "COMPLETED"
     assert len(pq.read_table(table)) == after_first  # nothing new to evaluate
-    assert "fils-nightly-eval" in {a["key"] for a in artifacts(server) if a.get("key")}
+    keys = {a["key"] for a in artifacts(server) if a.get("key")}
+    assert {"fils-nightly-eval", "fils-nightly-eval-trends"} <= keys
+
+    # An earlier checkpoint scored 100 % zero-shot: the next one (random weights: chance) has its scores recorded,
+    # then the run fails on the drop.
+    rows = pq.read_table(table).to_pylist()
+    best = [r | {"checkpoint": "an-earlier-best", "value": 1.0} for r in rows if r["protocol"] == "zero_shot"]
+    assert best, "the sweep scored no zero-shot"
+    write_rows(best + rows, table)
+    state = torch.load(_workdir(params) / "pretrain" / "checkpoint.pt", weights_only=True)
+    torch.manual_seed(0)
+    state["model"] = {k: 0.02 * torch.randn_like(v) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    torch.save(state, _workdir(params) / "pretrain" / "checkpoints" / "step_99999999.pt")
+    dropped = _run(server, "fils/nightly-eval", {"overrides": params["overrides"]})
+    assert dropped["state"]["type"] == "FAILED", dropped["state"]
+    assert "below the best earlier checkpoint" in dropped["state"]["message"]
+    assert len(pq.read_table(table)) > len(best) + after_first  # its rows were recorded before failing
 
 
 def _trainer_started(mark: str) -> bool:
