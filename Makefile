@@ -28,7 +28,7 @@ lint: install
 
 # Every speed benchmark with its default repeats, then the README's tables from their result files. The learning
 # check (hours) runs on its own: $(PY) benchmarks/bench_learning_check.py.
-SPEED_BENCHMARKS := shard optical_flow pretrain captions scale loader
+SPEED_BENCHMARKS := shard optical_flow pretrain captions scale loader eval
 bench: install
 	set -e; for b in $(SPEED_BENCHMARKS); do $(PY) benchmarks/bench_$$b.py; done
 	$(PY) benchmarks/render.py

@@ -19,7 +19,7 @@ from record import REPO, RESULTS
 README = REPO / "README.md"
 BENCHMARKS = {"shard": "bench_shard", "optical_flow": "bench_optical_flow", "pretrain": "bench_pretrain",
               "captions": "bench_captions", "scale": "bench_scale", "loader": "bench_loader",
-              "learning_check": "bench_learning_check"}
+              "eval": "bench_eval", "learning_check": "bench_learning_check"}
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ def test_readme_tables_match_the_result_files():
     assert render.rendered(readme) == readme, "README is stale: run `python benchmarks/render.py`"
 
 
-@pytest.mark.parametrize("name", ["shard", "optical_flow", "pretrain", "captions", "scale", "loader"])
+@pytest.mark.parametrize("name", ["shard", "optical_flow", "pretrain", "captions", "scale", "loader", "eval"])
 def test_every_speed_result_says_where_when_and_how_often(name):
     doc = json.loads((RESULTS / f"{name}.json").read_text())
     assert {"date", "commit", "machine", "settings", "figures"} <= set(doc)
