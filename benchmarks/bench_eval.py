@@ -37,12 +37,12 @@ from pipeline.shards import shard_paths
 from pipeline.video.clip_config import ViewsConfig
 from stages import registry
 from stages.config import FilsConfig, load_config
-from stages.evaluate.feature_bank import BankSettings, FrozenEncoder, bank_features
+from stages.evaluate.feature_bank import BankSettings, Features, FrozenEncoder, bank_features
 from stages.evaluate.language_eval import language_results
 from stages.evaluate.probes import view_scores
 from stages.evaluate.scoring import score
 from stages.evaluate.stage import bank_settings
-from stages.evaluate.sweep import evaluate_frozen, probe_recipe, probe_settings
+from stages.evaluate.sweep import evaluate_frozen, expected_protocols, probe_recipe, probe_settings
 from stages.finetune.stage import section_of
 
 from record import cell, describe_machine, save, spread
@@ -88,7 +88,7 @@ def _redecoding(cfg: FilsConfig, checkpoint: Path, scratch: Path) -> None:
                                      targets, probe_recipe(cfg)(len(index)), [setting])
         test_index, test_targets = test.labelled(head)
         score(head, view_scores(probe, test.pooled[test_index], head),
-              {k.removeprefix("target_"): v.numpy() for k, v in test_targets.items()})
+              Features.scoring_targets(test_targets))
     test = bank_features(scratch / "zero_shot", encoder, test_shards, bank_settings(cfg))
     language_results(cfg, shard_dir, None, test, encoder.language, head, section.benchmark)
 
@@ -99,13 +99,15 @@ def _sweep_seconds(root: Path, tmp: Path, settings: int, seed: int) -> dict[str,
     if not (cfg.workdir / "shard" / "_SUCCESS.json").is_file():
         run_pipeline(registry(), cfg, ["shard"])
     # Untimed: loads the text encoder and warms every code path, so neither arm pays a first call.
-    evaluate_frozen(cfg, cfg.workdir / "shard", None, _checkpoint(tmp / f"warm_up_{seed}.pt", 1000 + seed))
+    warm_up = _checkpoint(tmp / f"warm_up_{seed}.pt", 1000 + seed)
+    evaluate_frozen(cfg, cfg.workdir / "shard", None, warm_up, expected_protocols(cfg, warm_up, False))
     checkpoint = _checkpoint(tmp / f"checkpoint_{seed}.pt", seed)
+    protocols = expected_protocols(cfg, checkpoint, False)
     start = time.perf_counter()
-    found = evaluate_frozen(cfg, cfg.workdir / "shard", None, checkpoint)
+    found = evaluate_frozen(cfg, cfg.workdir / "shard", None, checkpoint, protocols)
     bank_s = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate_frozen(cfg, cfg.workdir / "shard", None, checkpoint)
+    evaluate_frozen(cfg, cfg.workdir / "shard", None, checkpoint, protocols)
     warm_s = time.perf_counter() - start
     start = time.perf_counter()
     _redecoding(cfg, checkpoint, tmp / f"redecode_{seed}")

@@ -45,8 +45,10 @@ class LanguageHead(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        """ActCLIP's learned inverse temperature (``exp`` of its parameter): the softmax scale of zero-shot scores."""
-        return float(self.meta.get("logit_scale", 100.0))
+        """ActCLIP's learned inverse temperature (``exp`` of its parameter): the softmax scale of zero-shot scores;
+        CLIP's ceiling, 100, for a projector trained by feature prediction alone (no ActCLIP, no scale)."""
+        scale = self.meta.get("logit_scale")
+        return 100.0 if scale is None else float(scale)
 
     @property
     def text_dim(self) -> int:
@@ -109,3 +111,31 @@ def load_language_head(source: Path) -> LanguageHead | None:
         return None
     meta = json.loads((folder / PROJECTOR_META).read_text())
     return _build(load_file(str(folder / PROJECTOR_WEIGHTS)), meta, folder)
+
+
+def _checkpoint_index(path: Path) -> dict[str, Any]:
+    """A pretrain ``.pt`` file memory-mapped: its keys and step without reading the tensors."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - corrupted / truncated / not a torch file
+        raise CheckpointError(f"checkpoint {path} could not be read ({exc})") from None
+
+
+def has_language_head(source: Path) -> bool:
+    """Whether :func:`load_language_head` would find one, without loading any weights."""
+    source = Path(source)
+    if source.suffix == ".pt" and source.is_file():
+        return any(k.startswith("projector.") for k in _checkpoint_index(source)["model"])
+    return ((source if source.is_dir() else source.parent) / PROJECTOR_WEIGHTS).is_file()
+
+
+def checkpoint_step(source: Path) -> int | None:
+    """The training step a checkpoint was saved at, when it says (a pretrain ``.pt``, or an export with a language
+    head), without loading its weights."""
+    source = Path(source)
+    if source.suffix == ".pt" and source.is_file():
+        step = _checkpoint_index(source).get("step")
+    else:
+        meta = (source if source.is_dir() else source.parent) / PROJECTOR_META
+        step = json.loads(meta.read_text()).get("step") if meta.is_file() else None
+    return None if step is None else int(step)

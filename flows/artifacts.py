@@ -135,16 +135,19 @@ def publish_stage_artifacts(outcome: StageOutcome, workdir: Path) -> None:
 
 
 def publish_sweep_artifacts(result: Any) -> None:
-    """The nightly sweep's rows (one per checkpoint and metric), its trend plots (one per metric) and any drop."""
+    """The nightly sweep's rows (one per checkpoint and metric); a markdown artifact with any metric drop, what was
+    chosen or not scored per checkpoint, the clips decoded, and the trend plots (one per metric)."""
     rows = [{k: v for k, v in row.items() if isinstance(v, (str, int, float))} for row in result.rows]
     plots = [Path(p) for p in result.plots if Path(p).is_file()]
     summary = (f"{len(result.evaluated)} evaluated, {len(result.skipped)} already in the results table, "
                f"{len(result.failed)} failed, {len(result.drops)} metric drop(s)")
     create_table_artifact(key="fils-nightly-eval", table=rows or [{"evaluated": 0}],
-                          description=summary + (f"; {artifact_link('fils-nightly-eval-trends', 'trend plots')}"
-                                                 if plots else ""))
-    if plots:
-        drops = [f"* **{drop}**" for drop in result.drops]
-        create_markdown_artifact(key="fils-nightly-eval-trends",
-                                 markdown="\n\n".join(drops + [inline_image(p) for p in plots]),
-                                 description=f"each metric over checkpoints (`{plots[0].parent}`)")
+                          description=f"{summary}; {artifact_link('fils-nightly-eval-trends', 'notes and trends')}")
+    lines = [f"* **{drop}**" for drop in result.drops]
+    lines += [f"* `{checkpoint}` failed: {error}" for checkpoint, error in result.failed.items()]
+    for checkpoint, notes in result.notes.items():
+        decoded = ", ".join(f"{split} {n}" for split, n in result.decoded.get(checkpoint, {}).items())
+        lines += [f"* `{checkpoint}`: clips decoded: {decoded or 'none'}"] + [f"  * {note}" for note in notes]
+    markdown = "\n\n".join(["\n".join(lines or [summary])] + [inline_image(p) for p in plots])
+    where = f" (trend plots: `{plots[0].parent}`)" if plots else ""
+    create_markdown_artifact(key="fils-nightly-eval-trends", markdown=markdown, description=summary + where)

@@ -23,6 +23,20 @@ def file_identity(path: Path, relative_to: Path | None = None) -> dict[str, Any]
     return {"path": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def path_identity(value: str | Path | None) -> str | None:
+    """Cheap identity (names, sizes, mtimes) of a local file or folder named by a setting, so replacing a local
+    checkpoint, caption or class file makes the stage that reads it stale; None for what is not a local path (hub
+    ids, open_clip tags: pin hub ids with a revision)."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return hash_value(file_identity(path, path.parent))
+    if path.is_dir():
+        return hash_value([file_identity(p, path) for p in sorted(path.rglob("*")) if p.is_file()])
+    return None
+
+
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import UNIT_FILE
-from pipeline.fingerprint import file_identity, hash_value, without_runtime_only
+from pipeline.fingerprint import hash_value, path_identity, without_runtime_only
 from pipeline.runner import StageError
+from pipeline.sealed_cache import reap_staging, seal_folder
 from pipeline.shards import shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from stages.captions.config import CaptionsConfig, TextEncoderConfig
@@ -49,26 +48,13 @@ VERSION = "1"
 CACHE_SUBDIR = Path(".cache") / "captions"
 
 
-def _path_identity(value: str | Path | None) -> str | None:
-    """Cheap identity (names, sizes, mtimes) of a local file or folder, so replacing a local checkpoint or
-    caption file makes the stage stale; None for hub ids and open_clip tags (pin hub ids with `revision`)."""
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    if path.is_file():
-        return hash_value(file_identity(path, path.parent))
-    if path.is_dir():
-        return hash_value([file_identity(p, path) for p in sorted(path.rglob("*")) if p.is_file()])
-    return None
-
-
 def _caption_settings(cfg: CaptionsConfig) -> dict[str, Any]:
     """What the captions depend on (besides the shards): only the settings the chosen source uses."""
     if cfg.source == "narration":
         return {"source": "narration"}
     if cfg.source == "file":
-        return {"source": "file", "file": _path_identity(cfg.file)}
-    return {"source": "videoblip", "model": cfg.model, "model_files": _path_identity(cfg.model),
+        return {"source": "file", "file": path_identity(cfg.file)}
+    return {"source": "videoblip", "model": cfg.model, "model_files": path_identity(cfg.model),
             "revision": cfg.revision, "prompt": cfg.prompt, "num_frames": cfg.num_frames,
             "image_size": cfg.image_size, "dtype": cfg.dtype, "generation": cfg.generation.model_dump(mode="json")}
 
@@ -78,13 +64,14 @@ RUNTIME_ONLY = ("captions.batch_size", "captions.device", "captions.unit_timeout
                 "captions.text_encoder.allow_pickle")
 
 
-def _encoder_settings(te: TextEncoderConfig) -> dict[str, Any]:
+def text_encoder_identity(te: TextEncoderConfig) -> dict[str, Any]:
+    """What a text encoder's embeddings depend on: its settings and its local files."""
     return {**without_runtime_only(te.model_dump(mode="json"), RUNTIME_ONLY, "captions.text_encoder"),
-            "files": [_path_identity(v) for v in (te.model, te.pretrained, te.checkpoint)]}
+            "files": [path_identity(v) for v in (te.model, te.pretrained, te.checkpoint)]}
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    return {"captions": _caption_settings(cfg.captions), "text_encoder": _encoder_settings(cfg.captions.text_encoder),
+    return {"captions": _caption_settings(cfg.captions), "text_encoder": text_encoder_identity(cfg.captions.text_encoder),
             "quality": cfg.captions.quality.model_dump(mode="json")}
 
 
@@ -94,26 +81,12 @@ def _caption_cache(ctx: StageContext, shard_name: str) -> Path:
     return ctx.workdir / CACHE_SUBDIR / key[:32]
 
 
-def _seal(folder: Path, captions: pa.Table) -> None:
-    """Write the cache entry under a temporary name, then rename it into place."""
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    write_parquet(captions, tmp / CAPTIONS_FILE)
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another run sealed the same entry first
-
-
 def _plan(ctx: StageContext) -> list[Unit]:
     cfg = ctx.cfg.captions
     if cfg.source == "file":
         assert cfg.file is not None  # the config validator guarantees it
         load_caption_file(cfg.file)  # a bad file is a config error before any worker starts
-    for leftover in (ctx.workdir / CACHE_SUBDIR).glob(".*.tmp-*"):  # entries a killed run left unsealed
-        shutil.rmtree(leftover, ignore_errors=True)
+    reap_staging(ctx.workdir / CACHE_SUBDIR)  # entries a killed run left unsealed
     shards = shard_paths(ctx.upstream_dir("shard"))
     if not shards:
         raise StageError(f"captions: no shards under {ctx.upstream_dir('shard')}; rerun the shard stage")
@@ -125,7 +98,8 @@ def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     cache = _caption_cache(ctx, unit.payload["shard"])
     reused = cache.is_dir()
     if not reused:
-        _seal(cache, caption_shard(cfg, ctx.upstream_dir("shard"), unit.payload["shard"]))
+        captions = caption_shard(cfg, ctx.upstream_dir("shard"), unit.payload["shard"])
+        seal_folder(cache, lambda staging: write_parquet(captions, staging / CAPTIONS_FILE))
     shutil.copyfile(cache / CAPTIONS_FILE, out_dir / CAPTIONS_FILE)
     captions = pq.read_table(out_dir / CAPTIONS_FILE)
     write_parquet(embed_captions(cfg, captions), out_dir / EMBEDDINGS_FILE)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
 from pipeline.video.clip_config import DecodeBackend, SamplingConfig, ViewsConfig
@@ -35,6 +36,16 @@ class SweepConfig(Section):
         "fine-tuned classifier folders (evaluated as they are).",
     )
     probes: ProbeSweepConfig = ProbeSweepConfig()
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_settings(cls, data: Any) -> Any:
+        moved = {"probe_lr": "evaluate.sweep.probes.lrs (a list)", "probe_epochs": "evaluate.sweep.probes.epochs"}
+        found = [name for name in moved if isinstance(data, dict) and name in data]
+        if found:
+            raise ValueError("; ".join(f"evaluate.sweep.{name} moved to {moved[name]}" for name in found)
+                             + ": the sweep now trains several probe settings and chooses on held-out training clips")
+        return data
+
     alert_margin: float = Field(default=0.02, ge=0, description="The sweep fails (after recording every result) "
                                 "when a checkpoint's headline metric falls more than this (absolute, as a fraction) "
                                 "below the best earlier checkpoint of the same protocol.")

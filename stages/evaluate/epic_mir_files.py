@@ -4,11 +4,11 @@ raises a ValueError naming the file, the row, the column and what was expected."
 from __future__ import annotations
 
 import ast
-import csv
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from stages.evaluate.csv_rows import CsvRow, csv_records
 
 TEST_COLUMNS = ("narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
                 "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class",
@@ -71,28 +71,8 @@ class EpicRetrievalSentence:
     narration: str
 
 
-class CsvRow:
-    """Typed access to one CSV record; every failure names the file, the row and the column."""
-
-    def __init__(self, path: Path, number: int, line: int, record: dict[str | None, str | None]):
-        self.path, self.number, self.line, self.record = path, number, line, record
-
-    def fail(self, column: str, expected: str) -> ValueError:
-        return ValueError(f"{self.path}: row {self.number} (line {self.line}), column {column!r}: expected {expected}, "
-                          f"got {self.record.get(column)!r}")
-
-    def text(self, column: str) -> str:
-        value = self.record[column]
-        assert value is not None  # short rows are rejected before any cell is read
-        if not value.strip():
-            raise self.fail(column, "a non-empty value")
-        return value
-
-    def integer(self, column: str) -> int:
-        try:
-            return int(self.text(column).strip())
-        except ValueError:
-            raise self.fail(column, "an integer") from None
+class EpicRow(CsvRow):
+    """A row of the EK-100 retrieval files: timestamps and Python list literals besides text and integers."""
 
     def timestamp(self, column: str) -> str:
         value = self.text(column).strip()
@@ -112,35 +92,6 @@ class CsvRow:
         return tuple(value)
 
 
-def csv_records(path: Path, required: Sequence[str],
-             alternatives: Sequence[Sequence[str]] = ()) -> Iterable[tuple[CsvRow, tuple[str, ...]]]:
-    """Yield each data row of ``path`` and the column set it matched (``required`` or one of ``alternatives``)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found; fix the path in the config")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames
-        if not header:
-            raise ValueError(f"{path}: empty file; expected a header with columns {list(required)}")
-        header = [name.strip() for name in header]
-        reader.fieldnames = header
-        columns = next((tuple(c) for c in (required, *alternatives) if set(c) <= set(header)), None)
-        if columns is None:
-            missing = [c for c in required if c not in header]
-            raise ValueError(f"{path}: missing column(s) {missing}; expected a header with columns {list(required)}, "
-                             f"got {header}")
-        for number, record in enumerate(reader, start=1):
-            row = CsvRow(path, number, reader.line_num, record)
-            if None in record:
-                raise ValueError(f"{path}: row {number} (line {reader.line_num}): expected {len(header)} cells as in "
-                                 f"the header, got {len(header) + len(record[None])}")
-            short = [c for c in header if record[c] is None]
-            if short:
-                raise ValueError(f"{path}: row {number} (line {reader.line_num}), column {short[0]!r}: expected "
-                                 f"{len(header)} cells as in the header, the row ends before this column")
-            yield row, columns
-
-
 def _unique(row: CsvRow, seen: dict[str, int], narration_id: str, column: str) -> None:
     if narration_id in seen:
         raise row.fail(column, f"a narration id not already used (row {seen[narration_id]} has it)")
@@ -158,7 +109,7 @@ def read_epic_retrieval_test(path: str | Path) -> list[EpicRetrievalClip]:
     """
     path = Path(path)
     clips, seen = [], {}
-    for row, _ in csv_records(path, TEST_COLUMNS):
+    for row, _ in csv_records(path, TEST_COLUMNS, row_type=EpicRow):
         clip = EpicRetrievalClip(
             uid=row.integer("uid") if "uid" in row.record else None,
             narration_id=row.text("narration_id").strip(),
@@ -191,7 +142,7 @@ def read_epic_retrieval_sentences(path: str | Path) -> list[EpicRetrievalSentenc
     """
     path = Path(path)
     sentences, seen = [], {}
-    for row, (id_column, text_column) in csv_records(path, SENTENCE_COLUMNS, [_LEGACY_SENTENCE_COLUMNS]):
+    for row, (id_column, text_column) in csv_records(path, SENTENCE_COLUMNS, [_LEGACY_SENTENCE_COLUMNS], EpicRow):
         sentence = EpicRetrievalSentence(narration_id=row.text(id_column).strip(), narration=row.text(text_column))
         _unique(row, seen, sentence.narration_id, id_column)
         sentences.append(sentence)

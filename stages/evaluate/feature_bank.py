@@ -1,12 +1,17 @@
 """The frozen-feature bank: a checkpoint's features of every clip of a split, decoded and encoded once, then read by
 every frozen-encoder evaluation (linear and attentive probe sweeps, zero-shot classification, retrieval).
 
-Content-addressed: ``<workdir>/.cache/features/<bank id>/<shard id>/`` where the bank id hashes what decides the
-features (the weights and language projector, the model config, the views and frame sampling, whether tokens are
-kept, this format's version) and the shard id the shard file's identity (name, size, modification time). A bank
-entry is written into a private staging folder and sealed by one rename, so a killed run leaves no partial entry
-and the next run redoes only the shards it had not sealed; runs and sweeps that ask for the same features share
-them. A clip that cannot be decoded is excluded (and recorded), as in multi-view evaluation.
+Keyed by what decides the features: ``<workdir>/.cache/features/<bank id>/<shard id>/``, where the bank id hashes
+the encoder weights, the language projector's weights and description, the model config, the views and frame
+sampling, whether tokens are kept and this format's version, and the shard id the shard file (name, size,
+modification time). Each entry is sealed by one rename (``pipeline.sealed_cache``), so a killed run leaves no
+partial entry and the next run redoes only the shards it had not sealed; runs and sweeps that ask for the same
+features share them. A clip that cannot be decoded is excluded and recorded, as in multi-view evaluation; a shard
+with an excluded clip is not sealed, so a passing read error is retried by the next run rather than kept.
+Features computed on a GPU (bf16 autocast) and on a CPU (fp32) share a bank: they differ by rounding only.
+
+Size: pooled features are 4 x width bytes per view (3 KB for ViT-B), so a ViT-B checkpoint's SSv2 banks (the
+training split at one view, validation at 2 x 3) take about 1 GB; delete ``.cache/features`` to reclaim it.
 
 Per clip and view: the mean of the encoder's output tokens (what the linear probe reads, as
 :meth:`fils_model.classifier.VideoClassifier.features`), the unit language embedding when the checkpoint has a
@@ -15,15 +20,15 @@ attentive probe reads: 1568 x 768 x 2 bytes per ViT-B view, so off by default).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -31,18 +36,19 @@ from safetensors.torch import load_file, save_file
 from fils_model.encoder import VideoEncoder
 from fils_model.encoder_init import load_pretrained_encoder
 from fils_model.finetune_config import HeadConfig
-from fils_model.language_head import PROJECTOR_WEIGHTS, LanguageHead, load_language_head
+from fils_model.language_head import LanguageHead, load_language_head
 from fils_model.precision import inference_autocast
 from fils_model.weights import weights_fingerprint
-from pipeline.artifacts import fsync_dir, fsync_tree
-from pipeline.fingerprint import file_identity, hash_value
+from pipeline.fingerprint import file_identity, hash_value, path_identity
+from pipeline.sealed_cache import reap_staging, seal_folder
 from pipeline.shards import ShardSample, iter_shard
 from pipeline.video.clip_config import SamplingConfig, ViewsConfig
 from stages.finetune.data import clip_targets, view_batches
 
 BANK_VERSION = "1"
 CACHE_SUBDIR = Path(".cache") / "features"
-CLIP_FIELDS = ("label", "labels", "verb_class", "noun_class")  # what any task's targets are made from
+# What any task's targets are made from, the clip's name in messages, and its video (held-out parts group by it).
+CLIP_FIELDS = ("key", "source_path", "label", "labels", "verb_class", "noun_class")
 TENSORS_FILE, CLIPS_FILE = "features.safetensors", "clips.json"
 
 
@@ -97,11 +103,23 @@ class Features:
                              "head; check finetune.head against the split's annotations")
         return torch.tensor(index), {name: torch.stack([t[name] for t in targets]) for name in targets[0]}
 
+    @staticmethod
+    def scoring_targets(targets: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """:meth:`labelled`'s targets as :func:`stages.evaluate.scoring.score` takes them (by head name)."""
+        return {name.removeprefix("target_"): value.numpy() for name, value in targets.items()}
+
     def clip_language(self) -> torch.Tensor:
         """One unit language embedding per clip: the mean over its views, normalised."""
         if self.language is None:
             raise ValueError("these features have no language embeddings: the checkpoint has no language projector")
         return F.normalize(self.language.mean(1), dim=-1)
+
+
+def language_identity(head: LanguageHead) -> str:
+    """Hash of a language head's weights and description (what its embeddings depend on)."""
+    state = {name: hashlib.sha256(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+             for name, value in head.projector.state_dict().items()}
+    return hash_value({"weights": state, "meta": head.meta})
 
 
 class FrozenEncoder:
@@ -115,9 +133,8 @@ class FrozenEncoder:
         self.language: LanguageHead | None = load_language_head(self.source)
         if self.language is not None:
             self.language.to(device)
-        projector = self.source / PROJECTOR_WEIGHTS if self.source.is_dir() else None
         self.identity = {"weights": weights_fingerprint(self.source), "model": self.cfg.model_dump(mode="json"),
-                         "language": weights_fingerprint(projector) if projector and projector.is_file() else None}
+                         "language": None if self.language is None else language_identity(self.language)}
 
     @torch.no_grad()
     def __call__(self, video: torch.Tensor, keep_tokens: bool) -> dict[str, torch.Tensor]:
@@ -131,6 +148,17 @@ class FrozenEncoder:
         if keep_tokens:
             out["tokens"] = encoded.half()
         return {name: value.cpu() for name, value in out.items()}
+
+
+@lru_cache(maxsize=1)
+def _loaded(source: str, device: str, stamp: str | None) -> FrozenEncoder:
+    return FrozenEncoder(Path(source), torch.device(device))
+
+
+def frozen_encoder(source: Path, device: torch.device) -> FrozenEncoder:
+    """:class:`FrozenEncoder` of ``source``, kept loaded for the next call in this process (the evaluate stage's
+    units of one worker) until the file changes."""
+    return _loaded(str(source), str(device), path_identity(source))
 
 
 def bank_dir(workdir: Path, encoder: FrozenEncoder, settings: BankSettings) -> Path:
@@ -174,45 +202,20 @@ def encode_shard(encoder: FrozenEncoder, shard: Path, settings: BankSettings) ->
     return out
 
 
-def _seal(features: Features, entry: Path) -> None:
-    """Write ``features`` into a staging folder next to ``entry`` and rename it into place (the first of two
-    concurrent writers wins; the other's staging is removed)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = entry.parent / f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+def _write(features: Features, folder: Path) -> None:
     tensors = {name: getattr(features, name).contiguous() for name in ("pooled", "language", "tokens")
                if getattr(features, name) is not None}
     if tensors:
-        save_file(tensors, str(staging / TENSORS_FILE))
-    (staging / CLIPS_FILE).write_text(json.dumps({"keys": features.keys, "clips": features.clips,
-                                                  "excluded": features.excluded}))
-    fsync_tree(staging)
-    try:
-        os.rename(staging, entry)
-    except OSError:
-        if not (entry / CLIPS_FILE).is_file():
-            raise
-        shutil.rmtree(staging)
-    fsync_dir(entry.parent)
-
-
-def _remove_dead_staging(folder: Path) -> None:
-    """Staging folders of killed writers (their pid no longer runs) in this bank."""
-    for staging in folder.glob(".tmp-*") if folder.is_dir() else ():
-        pid = int(staging.name.rsplit("-", 2)[1])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(staging, ignore_errors=True)
-        except PermissionError:
-            pass
+        save_file(tensors, str(folder / TENSORS_FILE))
+    (folder / CLIPS_FILE).write_text(json.dumps({"keys": features.keys, "clips": features.clips,
+                                                 "excluded": features.excluded}))
 
 
 def bank_features(workdir: Path, encoder: FrozenEncoder, shards: list[Path], settings: BankSettings) -> Features:
     """Features of every clip of ``shards`` (in order): read from the bank, or decoded, encoded and sealed into it
     shard by shard. ``decoded`` counts the clips decoded by this call."""
     folder = bank_dir(workdir, encoder, settings)
-    _remove_dead_staging(folder)
+    reap_staging(folder)
     parts = []
     for shard in shards:
         entry = folder / _shard_id(shard)
@@ -220,7 +223,8 @@ def bank_features(workdir: Path, encoder: FrozenEncoder, shards: list[Path], set
             parts.append(_load(entry))
             continue
         features = encode_shard(encoder, shard, settings)
-        _seal(features, entry)
+        if not features.excluded:
+            seal_folder(entry, lambda staging: _write(features, staging))  # noqa: B023
         parts.append(features)
     return Features.concat(parts)
 

@@ -26,7 +26,7 @@ from stages.evaluate.epic_mir import epic_mir_metrics, epic_relevancy_from_annot
 from stages.evaluate.epic_mir_files import read_epic_retrieval_sentences, read_epic_retrieval_test
 from stages.evaluate.feature_bank import Features
 from stages.evaluate.prompts import class_prompts, read_epic_classes
-from stages.evaluate.retrieval import retrieval_metrics
+from stages.evaluate.retrieval import grouped_retrieval_metrics
 from stages.evaluate.scoring import Scored, score
 from stages.evaluate.zero_shot import class_embeddings, zero_shot_scores
 from stages.finetune.data import action_map
@@ -83,19 +83,26 @@ def zero_shot(cfg: FilsConfig, shard_dir: Path, features: Features, head: Langua
 
 
 def caption_retrieval(features: Features, captions_dir: Path) -> tuple[dict[str, float], int]:
-    """Recall@1/5/10 and median/mean rank both ways between the clips of ``features`` and their own captions
-    (clips without an ``ok`` caption are left out), and the number of clips compared."""
-    captions = read_captions(captions_dir).select(["key", "status"]).to_pydict()
-    ok = {k for k, status in zip(captions["key"], captions["status"]) if status == STATUS_OK}
+    """Recall@1/5/10 and median/mean rank both ways between the clips of ``features`` and their captions (clips
+    without an ``ok`` caption are left out; captions repeated word for word are one gallery item, describing every
+    clip they caption), and the number of clips compared."""
+    captions = read_captions(captions_dir).select(["key", "caption", "status"]).to_pydict()
+    text_of = {k: c for k, c, status in zip(captions["key"], captions["caption"], captions["status"])
+               if status == STATUS_OK}
     embeddings = read_embeddings(captions_dir).select(["key", "embedding"]).to_pydict()
-    by_key = {k: e for k, e in zip(embeddings["key"], embeddings["embedding"]) if k in ok}
-    rows = [i for i, key in enumerate(features.keys) if key in by_key]
+    embedding_of = dict(zip(embeddings["key"], embeddings["embedding"]))
+    rows = [i for i, key in enumerate(features.keys) if key in text_of]
     if len(rows) < 2:
         raise ValueError(f"{len(rows)} clip(s) of the evaluated split have a caption: run the captions stage on the "
                          "split's shards or set evaluate.retrieval.enabled: false")
-    text = torch.tensor(np.asarray([by_key[features.keys[i]] for i in rows], dtype=np.float32))
+    first_key: dict[str, str] = {}  # distinct caption -> the first clip it captions (same text, same embedding)
+    for i in rows:
+        first_key.setdefault(text_of[features.keys[i]], features.keys[i])
+    distinct = {text: n for n, text in enumerate(first_key)}
+    text = torch.tensor(np.asarray([embedding_of[key] for key in first_key.values()], dtype=np.float32))
     similarity = features.clip_language()[rows] @ torch.nn.functional.normalize(text, dim=-1).t()
-    return retrieval_metrics(similarity.numpy()), len(rows)
+    caption_of_clip = np.array([distinct[text_of[features.keys[i]]] for i in rows])
+    return grouped_retrieval_metrics(similarity.numpy(), caption_of_clip), len(rows)
 
 
 def epic_retrieval(features: Features, text: TextEncoder, cfg: RetrievalConfig) -> tuple[dict[str, float], int]:
@@ -132,30 +139,41 @@ class LanguageResult:
     scored: Scored | None = None
 
 
-def language_results(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, features: Features,
-                     head: LanguageHead, head_cfg: HeadConfig, benchmark: str
-                     ) -> tuple[list[LanguageResult], dict[str, str]]:
-    """Every enabled language-space evaluation of ``features``, and the reason of each one that could not run
-    (missing class names, no captions of the split, ...): a skipped one is reported, not fatal."""
+def language_protocols(cfg: FilsConfig, retrieval_captions: bool) -> list[str]:
+    """The language-space evaluations the config asks for (``retrieval_captions``: the split's captions exist)."""
     ev = cfg.evaluate
+    return [name for name, on in (("zero_shot", ev.zero_shot.enabled),
+                                  ("retrieval", ev.retrieval.enabled and retrieval_captions),
+                                  ("epic_mir", ev.retrieval.enabled and ev.retrieval.epic_test is not None)) if on]
+
+
+# What makes one evaluation impossible without stopping the others: a missing class name or file, a text encoder
+# that cannot be loaded offline, an action map wider than the class file.
+NOT_FATAL = (ValueError, FileNotFoundError, OSError, IndexError)
+
+
+def language_results(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, features: Features,
+                     head: LanguageHead, head_cfg: HeadConfig, benchmark: str, protocols: list[str] | None = None
+                     ) -> tuple[list[LanguageResult], dict[str, str]]:
+    """The language-space evaluations ``protocols`` (default: all the config asks for) of ``features``, and the
+    reason of each one that could not run: a skipped one is reported, not fatal."""
     results: list[LanguageResult] = []
     skipped: dict[str, str] = {}
-    try:
-        text = text_encoder_for(cfg, head)
-    except ValueError as exc:
-        return [], {"language space": str(exc)}
-    runs = {"zero_shot": ev.zero_shot.enabled, "retrieval": ev.retrieval.enabled and captions_dir is not None,
-            "epic_mir": ev.retrieval.epic_test is not None}
-    for protocol in (name for name, on in runs.items() if on):
+    text: TextEncoder | None = None
+    for protocol in protocols if protocols is not None else language_protocols(cfg, captions_dir is not None):
         try:
+            if protocol == "retrieval":  # the captions' stored embeddings: no text encoder needed
+                if captions_dir is None:
+                    raise ValueError("no committed captions stage to compare the clips with")
+                results.append(LanguageResult(protocol, *caption_retrieval(features, captions_dir)))
+                continue
+            text = text if text is not None else text_encoder_for(cfg, head)
             if protocol == "zero_shot":
                 scored = zero_shot(cfg, shard_dir, features, head, text, head_cfg, benchmark)
                 results.append(LanguageResult(protocol, scored.metrics, len(features.labelled(head_cfg)[0]), scored))
-            elif protocol == "retrieval":
-                results.append(LanguageResult(protocol, *caption_retrieval(features, captions_dir)))
             else:
-                results.append(LanguageResult(protocol, *epic_retrieval(features, text, ev.retrieval)))
-        except (ValueError, FileNotFoundError) as exc:  # a missing class name or file: reported, not fatal
-            log.warning("%s skipped: %s", protocol, exc)
-            skipped[protocol] = str(exc)
+                results.append(LanguageResult(protocol, *epic_retrieval(features, text, cfg.evaluate.retrieval)))
+        except NOT_FATAL as exc:
+            log.warning("%s not scored: %s", protocol, exc)
+            skipped[protocol] = f"{type(exc).__name__}: {exc}"
     return results, skipped

@@ -98,19 +98,26 @@ def loss_curves(metrics_csv: Path, path: Path, floors: dict[str, float] | None =
     return _save(fig, path)
 
 
-def metric_trend(rows: list[dict[str, Any]], metric: str, benchmark: str, path: Path) -> Path:
-    """``metric`` over checkpoints, one line per protocol: x is the checkpoint's training step when every row says
-    it, else the order the checkpoints were evaluated in (``rows``: the results table's, in recording order)."""
-    rows = [r for r in rows if r["metric"] == metric]
-    by_step = all(r.get("step") is not None for r in rows)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+def _trend_panel(ax: plt.Axes, rows: list[dict[str, Any]], metric: str, by_step: bool) -> None:
     for protocol in sorted({r["protocol"] for r in rows}):
         points = {r["checkpoint"]: (r["step"] if by_step else n, r["value"])
                   for n, r in enumerate(rows) if r["protocol"] == protocol}
         xs, ys = zip(*sorted(points.values()))
-        ax.plot(xs, [100 * y if "rank" not in metric else y for y in ys], marker="o", label=protocol)
-    ax.set_xlabel("checkpoint step" if by_step else "checkpoint (evaluation order)")
+        ax.plot(xs, [y if "rank" in metric else 100 * y for y in ys], marker="o", label=protocol)
+    ax.set_xlabel("checkpoint step" if by_step else "checkpoints without a step (evaluation order)")
     ax.set_ylabel(metric if "rank" in metric else f"{metric} (%)")
-    ax.set_title(f"{benchmark}: {metric}")
     ax.legend(fontsize=7)
+
+
+def metric_trend(rows: list[dict[str, Any]], metric: str, benchmark: str, path: Path) -> Path:
+    """``metric`` over checkpoints, one line per protocol: by training step for the rows that carry one, and in a
+    second panel, by evaluation order, for those that do not (fine-tuned classifiers, VideoMAE checkpoints from
+    elsewhere). ``rows``: the results table's, in recording order."""
+    rows = [r for r in rows if r["metric"] == metric]
+    groups = [(group, by_step) for by_step in (True, False)
+              if (group := [r for r in rows if (r.get("step") is not None) == by_step])]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4), squeeze=False)
+    for ax, (group, by_step) in zip(axes[0], groups):
+        _trend_panel(ax, group, metric, by_step)
+    fig.suptitle(f"{benchmark}: {metric}")
     return _save(fig, path)

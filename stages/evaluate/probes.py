@@ -3,8 +3,9 @@
 Every setting (learning rate x weight decay) is trained side by side in one pass over the training features
 (``fils_model.probe_sweep``) on the training clips outside a held-out part; the setting with the best headline
 metric on the held-out part wins, is trained again on every training clip, and only that probe is scored on the
-evaluation split. The held-out part is chosen by a hash of the clip key, so every checkpoint is judged on the same
-clips and a rerun chooses the same way. The evaluation split never chooses anything.
+evaluation split. The held-out part is chosen by a hash of each clip's source video (clips of one video are all
+held out or all fitted: neighbouring windows would otherwise flatter settings that memorise), so every checkpoint
+is judged on the same clips and a rerun chooses the same way. The evaluation split never chooses anything.
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ ProbeKind = Literal["linear", "attentive"]
 Resolve = Callable[[int], FinetuneRecipe]  # training clips -> the recipe with its epochs turned into steps
 
 
-def held_out(keys: Sequence[str], fraction: float) -> np.ndarray:
-    """True for the clips in the held-out part: those whose key hashes below ``fraction`` of the hash range."""
-    return np.array([int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") < fraction * 2**64
-                     for k in keys], dtype=bool)
+def held_out(groups: Sequence[str], fraction: float) -> np.ndarray:
+    """True for the clips in the held-out part: those whose group (source video) hashes below ``fraction`` of the
+    hash range."""
+    return np.array([int.from_bytes(hashlib.sha256(g.encode()).digest()[:8], "big") < fraction * 2**64
+                     for g in groups], dtype=bool)
 
 
 def _inputs(features: Features, kind: ProbeKind) -> torch.Tensor:
@@ -60,10 +62,6 @@ def view_scores(probe: nn.Module, inputs: torch.Tensor, head: HeadConfig, chunk:
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def _targets(targets: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {name.removeprefix("target_"): value.numpy() for name, value in targets.items()}
-
-
 def headline(metrics: dict[str, float]) -> float:
     return metrics[next(name for name in HEADLINE if name in metrics)]
 
@@ -82,15 +80,17 @@ def probe_sweep(train: Features, test: Features, head: HeadConfig, resolve: Reso
     """Choose a setting on held-out training clips, retrain it on all of them, score it on ``test``."""
     index, targets = train.labelled(head)
     inputs = _inputs(train, kind)[index, 0]  # the training bank has one view per clip
-    held = torch.from_numpy(held_out([train.keys[i] for i in index], holdout))
+    videos = [train.clips[i].get("source_path") or train.keys[i] for i in index]
+    held = torch.from_numpy(held_out(videos, holdout))
     if held.all() or not held.any():
-        raise ValueError(f"{len(index)} labelled training clips cannot be split into a fit and a held-out part "
-                         f"at evaluate.sweep.probes.holdout={holdout}: more training clips are needed")
+        raise ValueError(f"the {len(index)} labelled training clips of {len(set(videos))} videos cannot be split into "
+                         f"a fit and a held-out part at evaluate.sweep.probes.holdout={holdout}: more training "
+                         "videos are needed")
     make = _make_probe(kind, inputs.shape[-1], head)
     fit = ~held
     probes = train_probe_sweep(make, inputs[fit], {k: v[fit] for k, v in targets.items()},
                                resolve(int(fit.sum())), settings)
-    held_targets = _targets({k: v[held] for k, v in targets.items()})
+    held_targets = Features.scoring_targets({k: v[held] for k, v in targets.items()})
     choice = {}
     for setting, probe in zip(settings, probes):
         scores = view_scores(probe, inputs[held][:, None], head)
@@ -99,5 +99,5 @@ def probe_sweep(train: Features, test: Features, head: HeadConfig, resolve: Reso
     (final,) = train_probe_sweep(make, inputs, targets, resolve(len(index)), [chosen])
     test_index, test_targets = test.labelled(head)
     scores = view_scores(final, _inputs(test, kind)[test_index], head)
-    return ProbeOutcome(score(head, scores, _targets(test_targets), action_verbs, action_nouns), chosen, choice,
+    return ProbeOutcome(score(head, scores, Features.scoring_targets(test_targets), action_verbs, action_nouns), chosen, choice,
                         len(index))

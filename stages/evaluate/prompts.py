@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.evaluate.epic_mir_files import CsvRow, csv_records
+from stages.evaluate.csv_rows import CsvRow, csv_records
 
 PROMPT_COLUMNS = ("head", "class", "prompt")
 EPIC_CLASS_COLUMNS = ("id", "key")

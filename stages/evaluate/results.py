@@ -20,7 +20,9 @@ RESULT_SCHEMA = pa.schema([
     pa.field("benchmark", pa.string(), nullable=False),
     pa.field("checkpoint", pa.string(), nullable=False),  # fingerprint: sha256 of the weights file, 16 hex
     pa.field("checkpoint_path", pa.string()),
-    pa.field("protocol", pa.string(), nullable=False),  # full (fine-tuned) or linear_probe
+    # a classifier's training mode (full, linear_probe; +ema, +random_init), or a frozen-encoder evaluation:
+    # linear_probe_sweep, attentive_probe_sweep, zero_shot, retrieval, epic_mir
+    pa.field("protocol", pa.string(), nullable=False),
     pa.field("metric", pa.string(), nullable=False),
     pa.field("value", pa.float64(), nullable=False),
     pa.field("views", pa.string(), nullable=False),  # temporal x spatial, e.g. 5x3

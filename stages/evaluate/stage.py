@@ -25,17 +25,18 @@ import torch
 
 from fils_model.classifier import load_classifier
 from fils_model.finetune_config import HeadConfig
-from fils_model.language_head import PROJECTOR_WEIGHTS
+from fils_model.language_head import has_language_head
 from fils_model.weights import weights_fingerprint
-from pipeline.fingerprint import without_runtime_only
+from pipeline.fingerprint import path_identity, without_runtime_only
 from pipeline.runner import StageError
 from pipeline.shards import iter_shard, shard_paths
 from pipeline.stage import StageContext, StageResult, StageSpec, Unit
 from pipeline.tables import write_table
+from stages.captions.stage import text_encoder_identity
 from stages.config import FilsConfig
 from stages.evaluate import plots
 from stages.evaluate.bootstrap import Interval, intervals, metric_draws, paired_differences, resample
-from stages.evaluate.feature_bank import BankSettings, FrozenEncoder, bank_features
+from stages.evaluate.feature_bank import BankSettings, bank_features, frozen_encoder
 from stages.evaluate.language_eval import LanguageResult, language_results
 from stages.evaluate.predict import Predictions, predict
 from stages.evaluate.report import excluded_clips, language_section, render_report
@@ -73,7 +74,16 @@ RUNTIME_ONLY = ("evaluate.sweep", "evaluate.results_table", "evaluate.batch_size
 
 
 def _config_of(cfg: FilsConfig) -> dict[str, Any]:
-    return without_runtime_only(cfg.evaluate.model_dump(mode="json"), RUNTIME_ONLY, "evaluate")
+    """The stage's settings, the identity of the files they name (editing a prompt or class file in place makes
+    the stage stale) and of the text encoder zero-shot and EK-100 retrieval embed their text with."""
+    ev = cfg.evaluate
+    files = {"prompts": ev.zero_shot.prompts, "verb_classes": ev.zero_shot.verb_classes,
+             "noun_classes": ev.zero_shot.noun_classes, "epic_test": ev.retrieval.epic_test,
+             "epic_sentences": ev.retrieval.epic_sentences}
+    embeds_text = ev.zero_shot.enabled or ev.retrieval.epic_test is not None
+    text = text_encoder_identity(cfg.captions.text_encoder) if embeds_text and cfg.captions is not None else None
+    return without_runtime_only(ev.model_dump(mode="json"), RUNTIME_ONLY, "evaluate") | {
+        "files": {name: path_identity(path) for name, path in files.items()}, "text_encoder": text}
 
 
 def _needs(cfg: FilsConfig) -> dict[str, str]:
@@ -88,12 +98,14 @@ def _needs(cfg: FilsConfig) -> dict[str, str]:
 
 def language_source(ctx: StageContext) -> Path | None:
     """The pre-trained encoder the evaluated classifier was fine-tuned from, when zero-shot or retrieval is on and
-    pretrain is upstream: its export folder, or its last checkpoint when the export predates the language files."""
+    pretrain is upstream: its export folder, or its last checkpoint when the export predates the language files
+    (the export folder, without a language head, when neither has one)."""
     ev = ctx.cfg.evaluate
     if not (ev.zero_shot.enabled or ev.retrieval.enabled) or not _fine_tuned_from_pretrain(ctx):
         return None
-    encoder = pretrained_encoder(ctx.upstream_dir("pretrain"))
-    return encoder if (encoder / PROJECTOR_WEIGHTS).is_file() else ctx.upstream_dir("pretrain") / "checkpoint.pt"
+    export, checkpoint = pretrained_encoder(ctx.upstream_dir("pretrain")), ctx.upstream_dir("pretrain") / "checkpoint.pt"
+    return checkpoint if not has_language_head(export) and checkpoint.is_file() and has_language_head(checkpoint) \
+        else export
 
 
 def bank_settings(cfg: FilsConfig) -> BankSettings:
@@ -145,8 +157,8 @@ def process_shard(ctx: StageContext, unit: Unit, out_dir: Path) -> dict[str, Any
     scored = preds[CLASSIFIER_DIR]
     (out_dir / EXCLUDED_JSON).write_text(json.dumps(scored.excluded))
     source = language_source(ctx)
-    if source is not None:  # into the feature bank, where finalize (and later sweeps) read it
-        bank_features(ctx.cfg.workdir, FrozenEncoder(source, device), [Path(unit.payload["shard"])],
+    if source is not None and has_language_head(source):  # into the bank, where finalize and later sweeps read it
+        bank_features(ctx.cfg.workdir, frozen_encoder(source, device), [Path(unit.payload["shard"])],
                       bank_settings(ctx.cfg))
     return {"clips": len(scored.keys), "excluded": len(scored.excluded)}
 
@@ -214,17 +226,17 @@ class LanguageSpace:
     skipped: dict[str, str]  # evaluation -> why it did not run
     intervals: dict[str, dict[str, Interval]]  # protocol -> metric -> bootstrap interval (zero-shot)
     excluded: int
+    step: int | None  # the encoder's training step
 
 
 def _language_space(ctx: StageContext, units: list[Unit], head: HeadConfig, benchmark: str) -> LanguageSpace | None:
     source = language_source(ctx)
     if source is None:
         return None
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = FrozenEncoder(source, device)
-    if encoder.language is None:
+    if not has_language_head(source):
         return LanguageSpace(source, [], {"language space": f"{source} has no language projector (pre-trained "
-                                          "without ActCLIP and feature prediction)"}, {}, 0)
+                                          "without ActCLIP and feature prediction)"}, {}, 0, None)
+    encoder = frozen_encoder(source, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = ctx.cfg
     features = bank_features(cfg.workdir, encoder, [Path(u.payload["shard"]) for u in units], bank_settings(cfg))
     captions = ctx.upstream_dir("captions") if "captions" in ctx.upstream else None
@@ -235,7 +247,7 @@ def _language_space(ctx: StageContext, units: list[Unit], head: HeadConfig, benc
                                                                   resample(r.clips, ivl.resamples, ivl.seed)),
                                    ivl.level) for r in results if r.scored is not None}
     excluded = excluded_clips(features.excluded + shard_rejects(ctx.upstream_dir("shard"), cfg.evaluate.split))
-    return LanguageSpace(source, results, skipped, found, excluded)
+    return LanguageSpace(source, results, skipped, found, excluded, encoder.language.meta.get("step"))
 
 
 def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
@@ -266,8 +278,9 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     language = _language_space(ctx, units, HeadConfig.model_validate(main.meta["head"]), benchmark)
     if language is not None:
         for result in language.results:
-            rows += result_rows(benchmark, weights_fingerprint(language.checkpoint), language.checkpoint,
-                                result.protocol, views, result.metrics, result.clips, language.excluded)
+            rows += [row | {"step": language.step} for row in result_rows(
+                benchmark, weights_fingerprint(language.checkpoint), language.checkpoint, result.protocol, views,
+                result.metrics, result.clips, language.excluded)]
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
     table = results_path(cfg)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from fils_model.classifier import VideoClassifier, is_classifier_dir, load_classifier
+from fils_model.language_head import checkpoint_step, has_language_head
 from fils_model.probe_sweep import ProbeSetting
 from fils_model.weights import weights_file, weights_fingerprint
 from pipeline.artifacts import ArtifactStore
@@ -36,7 +37,7 @@ from pipeline.video.clip_config import ViewsConfig
 from stages.config import FilsConfig
 from stages.evaluate import plots
 from stages.evaluate.feature_bank import BankSettings, Features, FrozenEncoder, bank_features
-from stages.evaluate.language_eval import language_results
+from stages.evaluate.language_eval import language_protocols, language_results
 from stages.evaluate.predict import predict
 from stages.evaluate.probes import Resolve, probe_sweep
 from stages.evaluate.report import excluded_clips
@@ -104,48 +105,69 @@ def _split_features(cfg: FilsConfig, shard_dir: Path, encoder: FrozenEncoder, sp
     return bank_features(cfg.workdir, encoder, shards, settings)
 
 
+PROBE_PROTOCOLS = {"linear": "linear_probe_sweep", "attentive": "attentive_probe_sweep"}
+
+
+def expected_protocols(cfg: FilsConfig, checkpoint: Path, captions: bool) -> list[str]:
+    """What the sweep records for an encoder checkpoint: the probe sweeps, and the language-space evaluations when
+    it has a language projector (``captions``: the captions stage is committed, for retrieval)."""
+    kinds = ["linear"] + (["attentive"] if cfg.evaluate.sweep.probes.attentive else [])
+    language = language_protocols(cfg, captions) if has_language_head(checkpoint) else []
+    return [PROBE_PROTOCOLS[kind] for kind in kinds] + language
+
+
 @dataclass
 class FrozenEvaluation:
     protocols: dict[str, tuple[dict[str, float], int]]  # protocol -> (metrics, clips scored)
     excluded: int
     decoded: dict[str, int]
     notes: list[str]
-    step: int | None
 
 
-def evaluate_frozen(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoint: Path
-                    ) -> FrozenEvaluation:
-    """Probe sweeps, zero-shot and retrieval of one encoder checkpoint, all from its feature bank."""
+def _probe_protocols(cfg: FilsConfig, shard_dir: Path, encoder: FrozenEncoder, test: Features,
+                     kinds: list[str]) -> tuple[dict[str, tuple[dict[str, float], int]], list[str], int]:
+    """The probe sweeps of ``kinds`` on the training split's bank; returns their results, notes and the training
+    clips decoded."""
     section, ev = section_of(cfg), cfg.evaluate
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = FrozenEncoder(checkpoint, device)
     data = section.data
     train = _split_features(cfg, shard_dir, encoder, data.split, BankSettings(
         ViewsConfig(temporal=1, spatial=1), data.sampling, ev.bank.tokens, data.feature_batch_size,
         data.decode_backend))
-    test = _split_features(cfg, shard_dir, encoder, ev.split, bank_settings(cfg))
     head = section.head
     verbs, nouns = action_map(shard_dir, head.num_classes) if head.task == "epic_action" else (None, None)
-    protocols, notes = {}, []
-    kinds = ["linear"] + (["attentive"] if ev.sweep.probes.attentive else [])
+    protocols: dict[str, tuple[dict[str, float], int]] = {}
+    notes = [f"{len(train.excluded)} training clip(s) excluded: {train.excluded[:3]}"] if train.excluded else []
     for kind in kinds:
         outcome = probe_sweep(train, test, head, probe_recipe(cfg), probe_settings(cfg), ev.sweep.probes.holdout,
                               kind, verbs, nouns)
-        protocols[f"{kind}_probe"] = (outcome.scored.metrics, len(test.labelled(head)[0]))
+        protocols[PROBE_PROTOCOLS[kind]] = (outcome.scored.metrics, len(test.labelled(head)[0]))
         notes.append(f"{kind} probe: chose {outcome.chosen.label} on held-out training clips "
                      f"({', '.join(f'{k}: {100 * v:.1f}' for k, v in outcome.held_out.items())})")
         lrs = ev.sweep.probes.lrs
         if len(lrs) > 1 and outcome.chosen.lr in (min(lrs), max(lrs)):
             notes.append(f"{kind} probe: the chosen lr {outcome.chosen.lr:g} is at the edge of "
                          "evaluate.sweep.probes.lrs: a wider grid may do better")
-    if encoder.language is not None:
-        results, skipped = language_results(cfg, shard_dir, captions_dir, test, encoder.language, head,
-                                            section.benchmark)
-        protocols |= {r.protocol: (r.metrics, r.clips) for r in results}
+    return protocols, notes, train.decoded
+
+
+def evaluate_frozen(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoint: Path,
+                    protocols: list[str]) -> FrozenEvaluation:
+    """``protocols`` (of :func:`expected_protocols`) of one encoder checkpoint, all from its feature bank: the
+    training split is decoded only when a probe sweep is asked for."""
+    section, ev = section_of(cfg), cfg.evaluate
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = FrozenEncoder(checkpoint, device)
+    test = _split_features(cfg, shard_dir, encoder, ev.split, bank_settings(cfg))
+    kinds = [kind for kind, name in PROBE_PROTOCOLS.items() if name in protocols]
+    found, notes, decoded = _probe_protocols(cfg, shard_dir, encoder, test, kinds) if kinds else ({}, [], 0)
+    language = [p for p in protocols if p not in PROBE_PROTOCOLS.values()]
+    if language and encoder.language is not None:
+        results, skipped = language_results(cfg, shard_dir, captions_dir, test, encoder.language, section.head,
+                                            section.benchmark, language)
+        found |= {r.protocol: (r.metrics, r.clips) for r in results}
         notes += [f"{name} not scored: {why}" for name, why in skipped.items()]
-    step = None if encoder.language is None else encoder.language.meta.get("step")
-    return FrozenEvaluation(protocols, excluded_clips(test.excluded + shard_rejects(shard_dir, ev.split)),
-                            {data.split: train.decoded, ev.split: test.decoded}, notes, step)
+    return FrozenEvaluation(found, excluded_clips(test.excluded + shard_rejects(shard_dir, ev.split)),
+                            {section.data.split: decoded, ev.split: test.decoded}, notes)
 
 
 def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: dict[str, Any]
@@ -170,8 +192,8 @@ def _evaluate(cfg: FilsConfig, shard_dir: Path, model: VideoClassifier, meta: di
 
 
 def _trend_plots(benchmark: str, table: Path) -> list[Path]:
-    """One figure per metric: its value over checkpoint steps, one line per protocol (random-init rows are a
-    reference, not a checkpoint, and are left out)."""
+    """One figure per metric over checkpoints, one line per protocol (random-init rows are a reference, not a
+    checkpoint, and are left out)."""
     rows = [r for r in read_results(table) if r["benchmark"] == benchmark
             and not r["protocol"].endswith(WEIGHTS[RANDOM_INIT_CLASSIFIER_DIR][0])]
     folder = table.parent / "trends"
@@ -222,25 +244,28 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoi
             classifier = is_classifier_dir(checkpoint)
             model, meta = load_classifier(checkpoint) if classifier else (None, {})
             # a classifier folder of the finetune stage says which weights it holds (trained, EMA, random-init)
-            protocol = protocol_of(meta, meta.get("weights", "")) if classifier else "linear_probe"
-            if (benchmark, fingerprint, protocol, views) in done:
+            expected = [protocol_of(meta, meta.get("weights", ""))] if classifier else \
+                expected_protocols(cfg, checkpoint, captions_dir is not None)
+            missing = [p for p in expected if (benchmark, fingerprint, p, views) not in done]
+            if not missing:
                 result.skipped.append(checkpoint)
                 continue
-            log.info("sweep: evaluating %s (%s, %s)", checkpoint, fingerprint, protocol)
+            log.info("sweep: evaluating %s (%s): %s", checkpoint, fingerprint, ", ".join(missing))
             if model is not None:
                 metrics, clips, excluded = _evaluate(cfg, shard_dir, model, meta)
-                found = FrozenEvaluation({protocol: (metrics, clips)}, excluded, {}, [], None)
+                found = FrozenEvaluation({missing[0]: (metrics, clips)}, excluded, {}, [])
             else:
-                found = evaluate_frozen(cfg, shard_dir, captions_dir, checkpoint)
+                found = evaluate_frozen(cfg, shard_dir, captions_dir, checkpoint, missing)
+            step = None if classifier else checkpoint_step(checkpoint)
         except Exception as exc:  # noqa: BLE001 - one broken checkpoint must not stop the nightly run
             log.error("sweep: %s failed: %s", checkpoint, exc)
             result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"
             continue
-        rows = [row | {"step": found.step} for name, (metrics, clips) in found.protocols.items()
+        rows = [row | {"step": step} for name, (metrics, clips) in found.protocols.items()
                 for row in result_rows(benchmark, fingerprint, checkpoint, name, views, metrics, clips,
                                        found.excluded)]
         record_results(table, rows)
-        done.add((benchmark, fingerprint, protocol, views))
+        done |= {(benchmark, fingerprint, name, views) for name in found.protocols}
         result.evaluated.append(checkpoint)
         result.rows += rows
         result.decoded[str(checkpoint)] = found.decoded

@@ -33,8 +33,11 @@ def class_embeddings(encode: EncodeTexts, prompts: list[list[str]]) -> torch.Ten
     return torch.nn.functional.normalize(means, dim=-1)
 
 
-def class_probabilities(language: torch.Tensor, classes: torch.Tensor, logit_scale: float) -> np.ndarray:
-    """``(clips, classes)``: per-view softmax of ``logit_scale`` x cosine, averaged over the views.
+def class_probabilities(language: torch.Tensor, classes: torch.Tensor, logit_scale: float,
+                        multi_label: bool = False) -> np.ndarray:
+    """``(clips, classes)``: per-view softmax of ``logit_scale`` x cosine, averaged over the views; for a
+    multi-label task (scored by per-class AP, which ranks clips), the cosine itself, averaged over the views: a
+    softmax across classes would make a clip's score for one class depend on its others.
 
     ``language`` is ``(clips, views, dim)`` unit vectors, ``classes`` ``(classes, dim)`` unit vectors.
     """
@@ -42,7 +45,8 @@ def class_probabilities(language: torch.Tensor, classes: torch.Tensor, logit_sca
         raise ValueError(f"the video language embeddings are {language.shape[-1]}-wide but the class embeddings "
                          f"{classes.shape[-1]}-wide: use the text encoder the encoder was pre-trained with "
                          "(captions.text_encoder)")
-    return average_views((logit_scale * language.float() @ classes.float().t()).numpy())
+    cosine = language.float() @ classes.float().t()
+    return cosine.mean(1).numpy() if multi_label else average_views((logit_scale * cosine).numpy())
 
 
 def zero_shot_scores(features: Features, head: HeadConfig, classes: dict[str, torch.Tensor], logit_scale: float,
@@ -64,5 +68,6 @@ def zero_shot_scores(features: Features, head: HeadConfig, classes: dict[str, to
                 raise ValueError("epic_action zero-shot needs the action -> verb/noun map")
             scores = {"action": verb[:, np.asarray(action_verbs)] * noun[:, np.asarray(action_nouns)]}
     else:
-        scores = {"label": class_probabilities(language, classes["label"], logit_scale)}
-    return scores, {name.removeprefix("target_"): value.numpy() for name, value in targets.items()}
+        scores = {"label": class_probabilities(language, classes["label"], logit_scale,
+                                               head.task == "multi_label")}
+    return scores, Features.scoring_targets(targets)

@@ -90,7 +90,7 @@ def test_sweep_skips_evaluated_checkpoints_and_picks_up_a_new_one(probed, tmp_pa
     assert third.evaluated == [checkpoints / "enc_3"] and len(third.skipped) == 3
     rows = read_results(work / "results" / "results.parquet")
     assert len({r["checkpoint"] for r in rows}) == 4
-    assert {r["protocol"] for r in rows} == {"linear_probe"}
+    assert {r["protocol"] for r in rows} == {"linear_probe_sweep", "linear_probe"}  # encoders; the classifier
     assert third.plots and all(plot.is_file() for plot in third.plots)
     broken = run_sweep(cfg, [work / "missing_encoder"])
     assert list(broken.failed) == [str(work / "missing_encoder")]

@@ -1,11 +1,12 @@
 """Frozen-encoder evaluation: the language head's export, the feature bank (decode once, reuse, seal), probe
 settings chosen on held-out training clips, zero-shot scoring, and the nightly sweep reading it all from the bank
 (decodes counted) with its trend plots and drop alert."""
-import subprocess
-import sys
+import shutil
 from datetime import datetime, timezone
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -16,12 +17,16 @@ from fils_model.language_head import PROJECTOR_META, PROJECTOR_WEIGHTS, load_lan
 from fils_model.probe_sweep import ProbeSetting
 from pipeline.shards import shard_paths
 from pipeline.video.clip_config import SamplingConfig, ViewsConfig
+from stages.captions.tables import CAPTION_SCHEMA, CAPTIONS_FILE, EMBEDDING_SCHEMA, EMBEDDINGS_FILE, write_parquet
 from stages.evaluate.feature_bank import BankSettings, Features, FrozenEncoder, bank_dir, bank_features
+from stages.evaluate.language_eval import caption_retrieval
 from stages.evaluate.probes import held_out, probe_sweep
-from stages.evaluate.results import read_results
+from stages.evaluate.results import RESULT_SCHEMA, read_results, record_results
+from stages.evaluate.retrieval import grouped_retrieval_metrics
 from stages.evaluate.sweep import metric_drops, run_sweep
 from stages.evaluate.zero_shot import class_embeddings, zero_shot_scores
 from tests.builders.finetune_set import build_workdir, finetune_section, with_sections
+from tests.builders.killed_writer import killed_writer
 from tests.builders.pretrain_checkpoint import save_random_pretrain_checkpoint
 
 MINILM = {"backend": "hf", "model": "sentence-transformers/all-MiniLM-L6-v2"}
@@ -60,21 +65,13 @@ def test_the_export_carries_the_language_head_and_both_forms_load_alike(tmp_path
     assert load_language_head(exported) is None and load_language_head(pixel_only) is None
 
 
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
 def test_the_bank_decodes_a_shard_once_and_seals_it(sharded, tmp_path):
     checkpoint = save_random_pretrain_checkpoint(tmp_path / "c.pt", seed=1)
     encoder = FrozenEncoder(checkpoint, torch.device("cpu"))
     shards = shard_paths(sharded.workdir / "shard", "validation")
     settings = BankSettings(ViewsConfig(temporal=2, spatial=1), SamplingConfig(stride=2, jitter=False))
     folder = bank_dir(sharded.workdir, encoder, settings)
-    folder.mkdir(parents=True)
-    leftover = folder / f".tmp-someshard-{_dead_pid()}-0123abcd"  # a writer killed before its rename
-    leftover.mkdir()
+    leftover = killed_writer(folder / "someshard")  # a writer killed before its rename
 
     first = bank_features(sharded.workdir, encoder, shards, settings)
     assert first.decoded == len(first.keys) == 10 and not leftover.exists()
@@ -117,6 +114,11 @@ def test_the_probe_setting_is_chosen_on_held_out_training_clips_only():
     assert again.scored.metrics["top1"] < 0.3
     split = held_out([f"train_{i}" for i in range(200)], 0.25)
     assert 30 < split.sum() < 70 and np.array_equal(split, held_out([f"train_{i}" for i in range(200)], 0.25))
+    # Clips of one video are held out together: one video per class, 50 clips each, is a split by whole videos.
+    by_video = Features(train.keys, [{"label": int(y), "source_path": f"video_{int(y)}.mp4"} for y in labels],
+                        train.pooled)
+    with pytest.raises(ValueError, match="cannot be split into a fit and a held-out part"):
+        probe_sweep(by_video, test, head, lambda clips: recipe, settings, holdout=0.01)
 
 
 def test_zero_shot_averages_prompts_and_multiplies_verb_and_noun_for_actions():
@@ -154,8 +156,6 @@ def test_a_drop_below_the_best_earlier_checkpoint_is_reported():
 
 def test_the_sweep_decodes_each_clip_once_per_checkpoint_and_a_second_sweep_does_nothing(sharded, tmp_path,
                                                                                         monkeypatch):
-    import shutil
-
     work = tmp_path / "work"
     shutil.copytree(sharded.workdir, work)
     cfg = with_sections(sharded, work)
@@ -172,7 +172,7 @@ def test_the_sweep_decodes_each_clip_once_per_checkpoint_and_a_second_sweep_does
     assert len(decodes) == 3 * (30 + 10)
     assert list(first.decoded.values()) == [{"train": 30, "validation": 10}] * 3
     rows = read_results(work / "results" / "results.parquet")
-    assert {r["protocol"] for r in rows} == {"linear_probe", "zero_shot"}
+    assert {r["protocol"] for r in rows} == {"linear_probe_sweep", "zero_shot"}
     assert {r["step"] for r in rows} == {100, 200, 300}
     assert {r["metric"] for r in rows} == {"top1", "mean_class_accuracy"}
     assert sorted(p.name for p in first.plots) == ["motion_mean_class_accuracy.png", "motion_top1.png"]
@@ -182,3 +182,70 @@ def test_the_sweep_decodes_each_clip_once_per_checkpoint_and_a_second_sweep_does
     second = run_sweep(cfg, None)
     assert second.evaluated == [] and len(second.skipped) == 3 and decodes == []
     assert len(read_results(work / "results" / "results.parquet")) == len(rows)
+
+
+def test_the_bank_is_keyed_by_the_projector_and_a_feature_only_projector_scores(sharded, tmp_path):
+    folder = export_checkpoint(save_random_pretrain_checkpoint(tmp_path / "a.pt", seed=0), tmp_path / "encoder")
+    settings = BankSettings(ViewsConfig(temporal=1, spatial=1), SamplingConfig(stride=2, jitter=False))
+    before = bank_dir(sharded.workdir, FrozenEncoder(folder, torch.device("cpu")), settings)
+    assert bank_dir(sharded.workdir, FrozenEncoder(folder / "model.safetensors", torch.device("cpu")), settings) \
+        == before  # the weights file names the same encoder and projector as its folder
+    other = export_checkpoint(save_random_pretrain_checkpoint(tmp_path / "b.pt", seed=1), tmp_path / "other")
+    shutil.copy(other / PROJECTOR_WEIGHTS, folder / PROJECTOR_WEIGHTS)  # same encoder, another projector
+    assert bank_dir(sharded.workdir, FrozenEncoder(folder, torch.device("cpu")), settings) != before
+
+    feature_only = save_random_pretrain_checkpoint(tmp_path / "f.pt", seed=0, actclip_weight=0.0)
+    head = load_language_head(feature_only)
+    assert head.meta["logit_scale"] is None and head.logit_scale == 100.0
+
+
+def test_retrieval_reads_the_captions_and_groups_repeated_ones(tmp_path):
+    keys = ["a", "b", "c", "d", "e"]
+    captions = ["left", "right", "left", "", "up"]  # "d" has no caption; "a" and "c" share one
+    status = ["ok", "ok", "ok", "missing: no narration", "ok"]
+    write_parquet(pa.Table.from_pylist(
+        [{"key": k, "shard": "s", "caption": c, "status": st, "source": "narration"}
+         for k, c, st in zip(keys, captions, status)], schema=CAPTION_SCHEMA), tmp_path / CAPTIONS_FILE)
+    vectors = {"left": [1.0, 0.0, 0.0], "right": [0.0, 1.0, 0.0], "up": [0.0, 0.0, 1.0], "": [0.0, 0.0, 0.0]}
+    write_parquet(pa.Table.from_pylist(
+        [{"key": k, "embedding": vectors[c], "encoder_id": "t", "dim": 3} for k, c in zip(keys, captions)],
+        schema=EMBEDDING_SCHEMA), tmp_path / EMBEDDINGS_FILE)
+    language = torch.nn.functional.normalize(torch.tensor(
+        [[1.0, 0.2, 0.0], [0.1, 1.0, 0.0], [0.0, 1.0, 0.3], [1.0, 1.0, 1.0], [0.0, 0.2, 1.0]]), dim=-1)
+    features = Features(keys, [{} for _ in keys], language=language[:, None])
+    metrics, clips = caption_retrieval(features, tmp_path)
+    assert clips == 4  # "d" is left out
+    similarity = (language[[0, 1, 2, 4]] @ torch.eye(3)).numpy()  # distinct captions: left, right, up
+    assert metrics == grouped_retrieval_metrics(similarity, np.array([0, 1, 0, 2]))
+    assert metrics["v2t_r1"] == 0.75  # "c" (captioned left) looks right
+    assert metrics["t2v_r1"] == 1.0  # "left" finds "a", one of the two clips it describes
+
+
+def test_a_results_table_without_the_step_column_takes_new_rows(tmp_path):
+    old_schema = pa.schema([f for f in RESULT_SCHEMA if f.name != "step"])
+    table = tmp_path / "results.parquet"
+    old = _row("old", 0.5) | {"clips": 1, "excluded": 0}
+    pq.write_table(pa.Table.from_pylist([old], schema=old_schema), table)
+    record_results(table, [_row("new", 0.6) | {"clips": 1, "excluded": 0, "step": 300}])
+    assert [(r["checkpoint"], r["step"]) for r in read_results(table)] == [("old", None), ("new", 300)]
+
+
+def test_the_sweep_retries_what_it_could_not_score_without_decoding(sharded, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(sharded.workdir, work)
+    save_random_pretrain_checkpoint(work / "pretrain" / "checkpoints" / "step_1.pt", 7, step=100)
+    broken = sharded.evaluate.model_dump(mode="json")
+    broken["zero_shot"]["prompts"] = str(tmp_path / "missing_prompts.csv")
+    first = run_sweep(with_sections(sharded, work, evaluate=broken), None)
+    rows = read_results(work / "results" / "results.parquet")
+    assert {r["protocol"] for r in rows} == {"linear_probe_sweep"}
+    assert any("zero_shot not scored" in note and "missing_prompts.csv" in note
+               for note in next(iter(first.notes.values())))
+
+    decodes = []
+    real = finetune_data.decode_frames
+    monkeypatch.setattr(finetune_data, "decode_frames", lambda *a, **k: decodes.append(a[0]) or real(*a, **k))
+    fixed = run_sweep(with_sections(sharded, work), None)  # the prompt file is back: only zero-shot is missing
+    assert len(fixed.evaluated) == 1 and decodes == []
+    assert {r["protocol"] for r in fixed.rows} == {"zero_shot"}
+    assert run_sweep(with_sections(sharded, work), None).evaluated == []

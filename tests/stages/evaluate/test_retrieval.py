@@ -96,6 +96,43 @@ def test_recall_matches_brute_force_with_ties(seed, ties):
     assert got == pytest.approx(_reference_recall(sim.tolist(), (1, 2, 5, 20), ties))
 
 
+def _reference_best_rank(row, relevant, ties):
+    """Walk the gallery sorted by similarity (descending); irrelevant items tied with the best relevant one go
+    before it (pessimistic) or after it (optimistic): the position of the first relevant item."""
+    def position(relevant_last):
+        order = sorted(range(len(row)), key=lambda j: (-row[j], relevant[j] == relevant_last))
+        return next(p for p, j in enumerate(order, start=1) if relevant[j])
+    if ties == "pessimistic":
+        return position(True)
+    if ties == "optimistic":
+        return position(False)
+    return (position(True) + position(False)) / 2
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "average"])
+@pytest.mark.parametrize("seed", range(4))
+def test_repeated_captions_match_brute_force(seed, ties):
+    """Captions repeated word for word: one gallery item per distinct caption, and any clip it describes is a hit."""
+    rng = np.random.default_rng(seed)
+    caption_of_clip = np.array([0, 1, 1, 2, 0, 3, 1, 2, 4])  # 9 clips, 5 distinct captions
+    sim = rng.integers(0, 4, (9, 5)).astype(np.float64)
+    got = retrieval.grouped_retrieval_metrics(sim, caption_of_clip, ks=(1, 2, 5), ties=ties)
+    relevant = [[caption_of_clip[i] == c for c in range(5)] for i in range(9)]
+    v2t = [_reference_best_rank(list(sim[i]), relevant[i], ties) for i in range(9)]
+    t2v = [_reference_best_rank(list(sim[:, c]), [relevant[i][c] for i in range(9)], ties) for c in range(5)]
+    for prefix, ranks in (("v2t", v2t), ("t2v", t2v)):
+        for k in (1, 2, 5):
+            assert got[f"{prefix}_r{k}"] == pytest.approx(sum(r <= k for r in ranks) / len(ranks))
+        assert got[f"{prefix}_median_rank"] == pytest.approx(statistics.median(ranks))
+        assert got[f"{prefix}_mean_rank"] == pytest.approx(statistics.fmean(ranks))
+    # Without repeats it is the one-caption-per-clip protocol.
+    square = rng.normal(size=(6, 6))
+    assert retrieval.grouped_retrieval_metrics(square, np.arange(6)) == pytest.approx(
+        retrieval.retrieval_metrics(square))
+    with pytest.raises(ValueError, match="every caption must describe a clip"):
+        retrieval.grouped_retrieval_metrics(sim, np.zeros(9, dtype=int))
+
+
 def test_recall_on_continuous_scores_is_the_same_for_every_tie_rule():
     sim = np.random.default_rng(9).normal(size=(12, 12))
     expected = _reference_recall(sim.tolist(), (1, 5, 10), "pessimistic")
