@@ -140,7 +140,8 @@ def publish_sweep_artifacts(result: Any) -> None:
     rows = [{k: v for k, v in row.items() if isinstance(v, (str, int, float))} for row in result.rows]
     plots = [Path(p) for p in result.plots if Path(p).is_file()]
     summary = (f"{len(result.evaluated)} evaluated, {len(result.skipped)} already in the results table, "
-               f"{len(result.failed)} failed, {len(result.drops)} metric drop(s)")
+               f"{len(result.unscored)} still not scorable, {len(result.failed)} failed, "
+               f"{len(result.drops)} metric drop(s)")
     create_table_artifact(key="fils-nightly-eval", table=rows or [{"evaluated": 0}],
                           description=f"{summary}; {artifact_link('fils-nightly-eval-trends', 'notes and trends')}")
     lines = [f"* **{drop}**" for drop in result.drops]

@@ -3,9 +3,10 @@ staging name next to its final name and sealed by one rename, so a reader sees a
 writers of the same entry cannot mix their files (the first rename wins; the other's staging is removed).
 
 A writer killed before its rename leaves its staging folder behind. Each staging folder holds an owner file (host,
-boot, pid) until just before the rename; :func:`reap_staging` removes the staging of writers that are provably
-gone: same host and boot, pid no longer running, or same host and an earlier boot. A folder written from another
-host (a shared file system) is never touched.
+boot, PID namespace, pid) until just before the rename; :func:`reap_staging` removes the staging of writers that are
+provably gone: same host, boot and PID namespace and the pid no longer running, or same host and an earlier boot. A
+folder written from another host (a shared file system) or another container is never touched, unless the caller
+holds a lock that excludes every writer (``all_gone``). A write that raises removes its own staging.
 """
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ def _boot_id() -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _owner() -> dict[str, object]:
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid()}
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid_namespace": _pid_namespace(), "pid": os.getpid()}
 
 
 def seal_folder(entry: Path, write: Callable[[Path], None]) -> bool:
@@ -41,7 +49,11 @@ def seal_folder(entry: Path, write: Callable[[Path], None]) -> bool:
     staging = entry.with_name(f".{entry.name}{STAGING_MARK}{uuid.uuid4().hex[:12]}")
     staging.mkdir()
     (staging / OWNER_FILE).write_text(json.dumps(_owner()))
-    write(staging)
+    try:
+        write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     (staging / OWNER_FILE).unlink()
     fsync_tree(staging)
     try:
@@ -61,6 +73,8 @@ def _writer_gone(owner: dict[str, object]) -> bool:
         return False
     if owner.get("boot") != me["boot"]:
         return True
+    if owner.get("pid_namespace") != me["pid_namespace"]:
+        return False  # another container on this host: its pids are not ours to look up
     try:
         os.kill(int(owner["pid"]), 0)  # type: ignore[arg-type]
     except ProcessLookupError:
@@ -70,15 +84,16 @@ def _writer_gone(owner: dict[str, object]) -> bool:
     return False
 
 
-def reap_staging(folder: Path) -> list[Path]:
-    """Remove the staging folders in ``folder`` whose writer is gone (see the module docstring); returns them."""
+def reap_staging(folder: Path, all_gone: bool = False) -> list[Path]:
+    """Remove the staging folders in ``folder`` whose writer is gone (see the module docstring); with
+    ``all_gone`` (the caller holds a lock that excludes every writer) all of them. Returns them."""
     reaped = []
     for staging in folder.glob(f".*{STAGING_MARK}*") if folder.is_dir() else ():
         try:
             owner = json.loads((staging / OWNER_FILE).read_text())
         except (OSError, ValueError):
-            continue  # no owner file: being renamed now, or not ours to judge
-        if isinstance(owner, dict) and _writer_gone(owner):
+            owner = None  # no owner file: being renamed now, or written before owner files existed
+        if all_gone or (isinstance(owner, dict) and _writer_gone(owner)):
             shutil.rmtree(staging, ignore_errors=True)
             reaped.append(staging)
     return reaped

@@ -86,7 +86,7 @@ def _plan(ctx: StageContext) -> list[Unit]:
     if cfg.source == "file":
         assert cfg.file is not None  # the config validator guarantees it
         load_caption_file(cfg.file)  # a bad file is a config error before any worker starts
-    reap_staging(ctx.workdir / CACHE_SUBDIR)  # entries a killed run left unsealed
+    reap_staging(ctx.workdir / CACHE_SUBDIR, all_gone=True)  # the stage lock excludes other writers: killed runs
     shards = shard_paths(ctx.upstream_dir("shard"))
     if not shards:
         raise StageError(f"captions: no shards under {ctx.upstream_dir('shard')}; rerun the shard stage")

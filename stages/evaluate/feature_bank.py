@@ -45,7 +45,7 @@ from pipeline.shards import ShardSample, iter_shard
 from pipeline.video.clip_config import SamplingConfig, ViewsConfig
 from stages.finetune.data import clip_targets, view_batches
 
-BANK_VERSION = "1"
+BANK_VERSION = "2"  # 2: clips carry key and source path; shards with exclusions are not sealed
 CACHE_SUBDIR = Path(".cache") / "features"
 # What any task's targets are made from, the clip's name in messages, and its video (held-out parts group by it).
 CLIP_FIELDS = ("key", "source_path", "label", "labels", "verb_class", "noun_class")
@@ -159,6 +159,11 @@ def frozen_encoder(source: Path, device: torch.device) -> FrozenEncoder:
     """:class:`FrozenEncoder` of ``source``, kept loaded for the next call in this process (the evaluate stage's
     units of one worker) until the file changes."""
     return _loaded(str(source), str(device), path_identity(source))
+
+
+def release_frozen_encoders() -> None:
+    """Let go of the encoder :func:`frozen_encoder` keeps (its GPU memory, before other work in this process)."""
+    _loaded.cache_clear()
 
 
 def bank_dir(workdir: Path, encoder: FrozenEncoder, settings: BankSettings) -> Path:

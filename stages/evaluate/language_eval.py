@@ -78,14 +78,18 @@ def zero_shot(cfg: FilsConfig, shard_dir: Path, features: Features, head: Langua
     verbs = nouns = None
     if head_cfg.task == "epic_action":
         verbs, nouns = action_map(shard_dir, head_cfg.num_classes)
+        for name, index in (("verb", verbs), ("noun", nouns)):
+            if len(index) and int(np.max(index)) >= len(classes[name]):
+                raise ValueError(f"the actions name {name} class {int(np.max(index))}, but the {name} class file "
+                                 f"lists {len(classes[name])}: use the class files of the annotations sharded")
     scores, targets = zero_shot_scores(features, head_cfg, classes, head.logit_scale, verbs, nouns)
     return score(head_cfg, scores, targets, verbs, nouns)
 
 
-def caption_retrieval(features: Features, captions_dir: Path) -> tuple[dict[str, float], int]:
+def caption_retrieval(features: Features, captions_dir: Path) -> tuple[dict[str, float], int, int]:
     """Recall@1/5/10 and median/mean rank both ways between the clips of ``features`` and their captions (clips
     without an ``ok`` caption are left out; captions repeated word for word are one gallery item, describing every
-    clip they caption), and the number of clips compared."""
+    clip they caption), the number of clips compared and of distinct captions."""
     captions = read_captions(captions_dir).select(["key", "caption", "status"]).to_pydict()
     text_of = {k: c for k, c, status in zip(captions["key"], captions["caption"], captions["status"])
                if status == STATUS_OK}
@@ -98,15 +102,19 @@ def caption_retrieval(features: Features, captions_dir: Path) -> tuple[dict[str,
     first_key: dict[str, str] = {}  # distinct caption -> the first clip it captions (same text, same embedding)
     for i in rows:
         first_key.setdefault(text_of[features.keys[i]], features.keys[i])
+    if len(first_key) < 2:
+        raise ValueError(f"the {len(rows)} captioned clips of the split share {len(first_key)} caption: retrieval "
+                         "needs at least two different captions")
     distinct = {text: n for n, text in enumerate(first_key)}
     text = torch.tensor(np.asarray([embedding_of[key] for key in first_key.values()], dtype=np.float32))
     similarity = features.clip_language()[rows] @ torch.nn.functional.normalize(text, dim=-1).t()
     caption_of_clip = np.array([distinct[text_of[features.keys[i]]] for i in rows])
-    return grouped_retrieval_metrics(similarity.numpy(), caption_of_clip), len(rows)
+    return grouped_retrieval_metrics(similarity.numpy(), caption_of_clip), len(rows), len(distinct)
 
 
-def epic_retrieval(features: Features, text: TextEncoder, cfg: RetrievalConfig) -> tuple[dict[str, float], int]:
-    """EK-100 multi-instance retrieval (mAP, nDCG both ways) over the test clips present in ``features``."""
+def epic_retrieval(features: Features, text: TextEncoder, cfg: RetrievalConfig) -> tuple[dict[str, float], int, int]:
+    """EK-100 multi-instance retrieval (mAP, nDCG both ways) over the test clips present in ``features``, the number
+    of those clips and of caption queries."""
     if cfg.epic_sentences is None:
         raise ValueError("evaluate.retrieval.epic_test needs evaluate.retrieval.epic_sentences "
                          "(EPIC_100_retrieval_test_sentence.csv)")
@@ -125,7 +133,7 @@ def epic_retrieval(features: Features, text: TextEncoder, cfg: RetrievalConfig) 
     video = features.clip_language()[[row_of[safe_key(c.narration_id)] for c in present]]
     captions = torch.from_numpy(text.encode([s.narration for s in queries]))
     relevancy = epic_relevancy_from_annotations(present, queries)
-    return epic_mir_metrics((video @ captions.t()).numpy(), relevancy), len(present)
+    return epic_mir_metrics((video @ captions.t()).numpy(), relevancy), len(present), len(queries)
 
 
 @dataclass
@@ -136,6 +144,7 @@ class LanguageResult:
     protocol: str
     metrics: dict[str, float]
     clips: int
+    captions: int | None = None  # retrieval: distinct captions (the clip-to-caption gallery)
     scored: Scored | None = None
 
 
@@ -148,8 +157,8 @@ def language_protocols(cfg: FilsConfig, retrieval_captions: bool) -> list[str]:
 
 
 # What makes one evaluation impossible without stopping the others: a missing class name or file, a text encoder
-# that cannot be loaded offline, an action map wider than the class file.
-NOT_FATAL = (ValueError, FileNotFoundError, OSError, IndexError)
+# that cannot be loaded offline.
+NOT_FATAL = (ValueError, FileNotFoundError, OSError)
 
 
 def language_results(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, features: Features,
@@ -170,7 +179,8 @@ def language_results(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None
             text = text if text is not None else text_encoder_for(cfg, head)
             if protocol == "zero_shot":
                 scored = zero_shot(cfg, shard_dir, features, head, text, head_cfg, benchmark)
-                results.append(LanguageResult(protocol, scored.metrics, len(features.labelled(head_cfg)[0]), scored))
+                results.append(LanguageResult(protocol, scored.metrics, len(features.labelled(head_cfg)[0]),
+                                              scored=scored))
             else:
                 results.append(LanguageResult(protocol, *epic_retrieval(features, text, cfg.evaluate.retrieval)))
         except NOT_FATAL as exc:

@@ -60,7 +60,8 @@ def language_section(checkpoint: Path, results: list[Any], intervals: dict[str, 
              "projector: clip embeddings against text embeddings, nothing trained on labels."]
     for result in results:
         found = intervals.get(result.protocol, {})
-        lines += ["", f"### {LANGUAGE_TITLES[result.protocol]}: {result.clips} clips", ""]
+        gallery = "" if result.captions is None else f", {result.captions} distinct captions"
+        lines += ["", f"### {LANGUAGE_TITLES[result.protocol]}: {result.clips} clips{gallery}", ""]
         lines += _table(["metric", "value (% unless a rank)"],
                         [[k, _fmt_metric(k, v, found.get(k))] for k, v in result.metrics.items()])
     if skipped:

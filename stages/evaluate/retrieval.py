@@ -149,9 +149,11 @@ def grouped_retrieval_metrics(similarity: np.ndarray, caption_of_clip: np.ndarra
     """
     sim = check_similarity(similarity)
     caption_of_clip = np.asarray(caption_of_clip)
-    if caption_of_clip.shape != (sim.shape[0],) or not np.isin(np.arange(sim.shape[1]), caption_of_clip).all():
-        raise ValueError(f"caption_of_clip must give each of the {sim.shape[0]} clips one of the {sim.shape[1]} "
-                         "captions, and every caption must describe a clip")
+    if (caption_of_clip.shape != (sim.shape[0],) or not np.issubdtype(caption_of_clip.dtype, np.integer)
+            or not ((caption_of_clip >= 0) & (caption_of_clip < sim.shape[1])).all()
+            or not np.isin(np.arange(sim.shape[1]), caption_of_clip).all()):
+        raise ValueError(f"caption_of_clip must give each of the {sim.shape[0]} clips the index of one of the "
+                         f"{sim.shape[1]} captions, and every caption must describe a clip")
     relevant = caption_of_clip[:, None] == np.arange(sim.shape[1])[None, :]
     out = {f"v2t_{key}": value for key, value in rank_summary(relevant_ranks(sim, relevant, ties), ks).items()}
     out.update({f"t2v_{key}": value for key, value in rank_summary(relevant_ranks(sim.T, relevant.T, ties),

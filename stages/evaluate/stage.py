@@ -36,7 +36,7 @@ from stages.captions.stage import text_encoder_identity
 from stages.config import FilsConfig
 from stages.evaluate import plots
 from stages.evaluate.bootstrap import Interval, intervals, metric_draws, paired_differences, resample
-from stages.evaluate.feature_bank import BankSettings, bank_features, frozen_encoder
+from stages.evaluate.feature_bank import BankSettings, bank_features, frozen_encoder, release_frozen_encoders
 from stages.evaluate.language_eval import LanguageResult, language_results
 from stages.evaluate.predict import Predictions, predict
 from stages.evaluate.report import excluded_clips, language_section, render_report
@@ -300,6 +300,8 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
         columns={WEIGHTS[name][1]: result.intervals for name, result in scored_results.items()}, gain=gain,
         language=None if language is None else language_section(language.checkpoint, language.results,
                                                                 language.intervals, language.skipped)))
+    if language is not None:
+        release_frozen_encoders()
     extra: dict[str, Any] = {"metrics": main.scored.metrics, "results_table": str(table), "report": REPORT_FILE}
     if EMA_CLASSIFIER_DIR in scored_results:
         extra["ema_metrics"] = scored_results[EMA_CLASSIFIER_DIR].scored.metrics

@@ -60,6 +60,7 @@ class MetricDropped(RuntimeError):
 class SweepResult:
     evaluated: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # already in the results table
+    unscored: list[Path] = field(default_factory=list)  # what they still lack could not be scored (see notes)
     failed: dict[str, str] = field(default_factory=dict)  # checkpoint -> error
     rows: list[dict[str, Any]] = field(default_factory=list)
     decoded: dict[str, dict[str, int]] = field(default_factory=dict)  # checkpoint -> split -> clips decoded
@@ -261,6 +262,11 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoi
             log.error("sweep: %s failed: %s", checkpoint, exc)
             result.failed[str(checkpoint)] = f"{type(exc).__name__}: {exc}"
             continue
+        result.notes[str(checkpoint)] = found.notes
+        result.decoded[str(checkpoint)] = found.decoded
+        if not found.protocols:  # every missing evaluation was skipped again: the notes say why
+            result.unscored.append(checkpoint)
+            continue
         rows = [row | {"step": step} for name, (metrics, clips) in found.protocols.items()
                 for row in result_rows(benchmark, fingerprint, checkpoint, name, views, metrics, clips,
                                        found.excluded)]
@@ -268,8 +274,6 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoi
         done |= {(benchmark, fingerprint, name, views) for name in found.protocols}
         result.evaluated.append(checkpoint)
         result.rows += rows
-        result.decoded[str(checkpoint)] = found.decoded
-        result.notes[str(checkpoint)] = found.notes
         for note in found.notes:
             log.info("sweep: %s: %s", checkpoint, note)
     result.plots = _trend_plots(benchmark, table)

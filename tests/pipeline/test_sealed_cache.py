@@ -34,6 +34,27 @@ def test_a_live_writer_and_another_hosts_staging_are_left_alone(tmp_path):
     assert reap_staging(entry.parent) == [staging] and foreign.is_dir()
 
 
+def test_a_failed_write_removes_its_staging_and_a_lock_holder_reaps_everything(tmp_path):
+    entry = tmp_path / "cache" / "entry"
+
+    def fail(folder):
+        (folder / "half").write_text("x")
+        raise OSError("disk full")
+
+    try:
+        seal_folder(entry, fail)
+    except OSError:
+        pass
+    assert list(entry.parent.iterdir()) == []
+    foreign = entry.parent / ".other.tmp-0001"
+    foreign.mkdir()
+    (foreign / OWNER_FILE).write_text(json.dumps({"host": "another-host", "boot": "x", "pid": 1}))
+    legacy = entry.parent / ".old.tmp-abcd1234"  # written before owner files existed
+    legacy.mkdir()
+    assert reap_staging(entry.parent) == []
+    assert sorted(reap_staging(entry.parent, all_gone=True)) == sorted([foreign, legacy])
+
+
 def test_the_first_of_two_writers_wins(tmp_path):
     entry = tmp_path / "entry"
     assert seal_folder(entry, lambda folder: (folder / "data").write_text("first"))

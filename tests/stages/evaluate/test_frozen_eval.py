@@ -213,12 +213,15 @@ def test_retrieval_reads_the_captions_and_groups_repeated_ones(tmp_path):
     language = torch.nn.functional.normalize(torch.tensor(
         [[1.0, 0.2, 0.0], [0.1, 1.0, 0.0], [0.0, 1.0, 0.3], [1.0, 1.0, 1.0], [0.0, 0.2, 1.0]]), dim=-1)
     features = Features(keys, [{} for _ in keys], language=language[:, None])
-    metrics, clips = caption_retrieval(features, tmp_path)
-    assert clips == 4  # "d" is left out
+    metrics, clips, distinct = caption_retrieval(features, tmp_path)
+    assert (clips, distinct) == (4, 3)  # "d" is left out; "a" and "c" share a caption
     similarity = (language[[0, 1, 2, 4]] @ torch.eye(3)).numpy()  # distinct captions: left, right, up
     assert metrics == grouped_retrieval_metrics(similarity, np.array([0, 1, 0, 2]))
     assert metrics["v2t_r1"] == 0.75  # "c" (captioned left) looks right
     assert metrics["t2v_r1"] == 1.0  # "left" finds "a", one of the two clips it describes
+    one_caption = Features(["a", "c"], [{}, {}], language=language[[0, 2], None])
+    with pytest.raises(ValueError, match="needs at least two different captions"):
+        caption_retrieval(one_caption, tmp_path)
 
 
 def test_a_results_table_without_the_step_column_takes_new_rows(tmp_path):
@@ -245,6 +248,8 @@ def test_the_sweep_retries_what_it_could_not_score_without_decoding(sharded, tmp
     decodes = []
     real = finetune_data.decode_frames
     monkeypatch.setattr(finetune_data, "decode_frames", lambda *a, **k: decodes.append(a[0]) or real(*a, **k))
+    still = run_sweep(with_sections(sharded, work, evaluate=broken), None)  # retried from the bank, still missing
+    assert still.evaluated == [] and len(still.unscored) == 1 and decodes == []
     fixed = run_sweep(with_sections(sharded, work), None)  # the prompt file is back: only zero-shot is missing
     assert len(fixed.evaluated) == 1 and decodes == []
     assert {r["protocol"] for r in fixed.rows} == {"zero_shot"}
