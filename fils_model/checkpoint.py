@@ -47,14 +47,15 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint file on the CPU, naming the file and the remedy on failure. Only tensors and plain
-    containers are read (``weights_only``): a crafted pickle cannot run code here."""
+    containers are read (``weights_only``): a crafted pickle cannot run code here. ``mmap``: tensors stay on disk
+    until used (reading the keys, the step or a few tensors of a multi-GB file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path or start a fresh run")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupted / truncated / not a torch file
         raise UnreadableCheckpoint(f"checkpoint {path} could not be read ({exc}); delete it to resume from an older "
                                    "one") from None

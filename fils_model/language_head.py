@@ -77,16 +77,15 @@ def _from_state(state: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Ten
 
 
 def export_language_head(state: dict[str, Any], prefix: str, out_dir: Path,
-                         extra: dict[str, Any] | None = None) -> bool:
+                         extra: dict[str, Any] | None = None) -> None:
     """Write the projector of a training checkpoint's state into ``out_dir`` (with ``extra`` in its description);
-    False when there is none."""
+    nothing when there is none."""
     found = _from_state(state, prefix)
     if found is None:
-        return False
+        return
     weights, meta = found
     save_file(weights, str(Path(out_dir) / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
     (Path(out_dir) / PROJECTOR_META).write_text(json.dumps(meta | (extra or {}), indent=2))
-    return True
 
 
 def _build(weights: dict[str, torch.Tensor], meta: dict[str, Any], where: Path) -> LanguageHead:
@@ -104,7 +103,7 @@ def load_language_head(source: Path) -> LanguageHead | None:
     None when the source has none (a VideoMAE checkpoint from elsewhere, a pixel-only model)."""
     source = Path(source)
     if source.suffix == ".pt" and source.is_file():
-        found = _from_state(load_checkpoint(source), "")
+        found = _from_state(load_checkpoint(source, mmap=True), "")  # reads the projector's tensors only
         return None if found is None else _build(*found, source)
     folder = source if source.is_dir() else source.parent
     if not (folder / PROJECTOR_WEIGHTS).is_file():
@@ -113,19 +112,11 @@ def load_language_head(source: Path) -> LanguageHead | None:
     return _build(load_file(str(folder / PROJECTOR_WEIGHTS)), meta, folder)
 
 
-def _checkpoint_index(path: Path) -> dict[str, Any]:
-    """A pretrain ``.pt`` file memory-mapped: its keys and step without reading the tensors."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - corrupted / truncated / not a torch file
-        raise CheckpointError(f"checkpoint {path} could not be read ({exc})") from None
-
-
 def has_language_head(source: Path) -> bool:
     """Whether :func:`load_language_head` would find one, without loading any weights."""
     source = Path(source)
     if source.suffix == ".pt" and source.is_file():
-        return any(k.startswith("projector.") for k in _checkpoint_index(source)["model"])
+        return any(k.startswith("projector.") for k in load_checkpoint(source, mmap=True)["model"])
     return ((source if source.is_dir() else source.parent) / PROJECTOR_WEIGHTS).is_file()
 
 
@@ -134,7 +125,7 @@ def checkpoint_step(source: Path) -> int | None:
     head), without loading its weights."""
     source = Path(source)
     if source.suffix == ".pt" and source.is_file():
-        step = _checkpoint_index(source).get("step")
+        step = load_checkpoint(source, mmap=True).get("step")
     else:
         meta = (source if source.is_dir() else source.parent) / PROJECTOR_META
         step = json.loads(meta.read_text()).get("step") if meta.is_file() else None

@@ -5,6 +5,7 @@ Every saved model of the pipeline (an exported encoder, a fine-tuned classifier)
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 WEIGHTS_NAME = "model.safetensors"
@@ -21,5 +22,13 @@ def weights_fingerprint(path: Path) -> str:
     weights = weights_file(path)
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint weights {weights} not found; check the path")
-    with open(weights, "rb") as fh:
+    stat = weights.stat()
+    return _digest(str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """Hash a weights file once per version of it (size and mtime key the cache): a sweep, the bank and the results
+    rows all ask for the fingerprint of the same multi-GB checkpoint."""
+    with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()[:16]

@@ -74,7 +74,7 @@ def zero_shot(cfg: FilsConfig, shard_dir: Path, features: Features, head: Langua
     classes = {}
     for name, names in _head_classes(zs, shard_dir, head_cfg).items():
         prompts = class_prompts(benchmark, name, names, zs.prompts)
-        classes[name] = class_embeddings(lambda texts: text.encode(texts), prompts)
+        classes[name] = class_embeddings(text.encode, prompts)
     verbs = nouns = None
     if head_cfg.task == "epic_action":
         verbs, nouns = action_map(shard_dir, head_cfg.num_classes)

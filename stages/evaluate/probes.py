@@ -72,6 +72,7 @@ class ProbeOutcome:
     chosen: ProbeSetting
     held_out: dict[str, float]  # setting label -> headline metric on the held-out training clips
     train_clips: int
+    test_clips: int  # the labelled clips of the evaluation split that were scored
 
 
 def probe_sweep(train: Features, test: Features, head: HeadConfig, resolve: Resolve,
@@ -99,5 +100,5 @@ def probe_sweep(train: Features, test: Features, head: HeadConfig, resolve: Reso
     (final,) = train_probe_sweep(make, inputs, targets, resolve(len(index)), [chosen])
     test_index, test_targets = test.labelled(head)
     scores = view_scores(final, _inputs(test, kind)[test_index], head)
-    return ProbeOutcome(score(head, scores, Features.scoring_targets(test_targets), action_verbs, action_nouns), chosen, choice,
-                        len(index))
+    scored = score(head, scores, Features.scoring_targets(test_targets), action_verbs, action_nouns)
+    return ProbeOutcome(scored, chosen, choice, len(index), len(test_index))

@@ -36,11 +36,12 @@ EvalKey = tuple[str, str, str, str]  # benchmark, checkpoint, protocol, views
 
 
 def result_rows(benchmark: str, checkpoint: str, checkpoint_path: Path, protocol: str, views: str,
-                metrics: dict[str, float], clips: int, excluded: int) -> list[dict[str, Any]]:
+                metrics: dict[str, float], clips: int, excluded: int, step: int | None = None
+                ) -> list[dict[str, Any]]:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     return [{"benchmark": benchmark, "checkpoint": checkpoint, "checkpoint_path": str(checkpoint_path),
              "protocol": protocol, "metric": name, "value": float(value), "views": views, "clips": clips,
-             "excluded": excluded, "timestamp": now} for name, value in metrics.items()]
+             "excluded": excluded, "timestamp": now, "step": step} for name, value in metrics.items()]
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:

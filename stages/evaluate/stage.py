@@ -278,9 +278,8 @@ def _finalize(ctx: StageContext, units: list[Unit]) -> StageResult:
     language = _language_space(ctx, units, HeadConfig.model_validate(main.meta["head"]), benchmark)
     if language is not None:
         for result in language.results:
-            rows += [row | {"step": language.step} for row in result_rows(
-                benchmark, weights_fingerprint(language.checkpoint), language.checkpoint, result.protocol, views,
-                result.metrics, result.clips, language.excluded)]
+            rows += result_rows(benchmark, weights_fingerprint(language.checkpoint), language.checkpoint,
+                                result.protocol, views, result.metrics, result.clips, language.excluded, language.step)
     write_rows(rows, out / METRICS_FILE)
     write_table(excluded, EXCLUDED_SCHEMA, out / EXCLUDED_FILE)
     table = results_path(cfg)

@@ -141,7 +141,7 @@ def _probe_protocols(cfg: FilsConfig, shard_dir: Path, encoder: FrozenEncoder, t
     for kind in kinds:
         outcome = probe_sweep(train, test, head, probe_recipe(cfg), probe_settings(cfg), ev.sweep.probes.holdout,
                               kind, verbs, nouns)
-        protocols[PROBE_PROTOCOLS[kind]] = (outcome.scored.metrics, len(test.labelled(head)[0]))
+        protocols[PROBE_PROTOCOLS[kind]] = (outcome.scored.metrics, outcome.test_clips)
         notes.append(f"{kind} probe: chose {outcome.chosen.label} on held-out training clips "
                      f"({', '.join(f'{k}: {100 * v:.1f}' for k, v in outcome.held_out.items())})")
         lrs = ev.sweep.probes.lrs
@@ -267,9 +267,9 @@ def _sweep(cfg: FilsConfig, shard_dir: Path, captions_dir: Path | None, checkpoi
         if not found.protocols:  # every missing evaluation was skipped again: the notes say why
             result.unscored.append(checkpoint)
             continue
-        rows = [row | {"step": step} for name, (metrics, clips) in found.protocols.items()
+        rows = [row for name, (metrics, clips) in found.protocols.items()
                 for row in result_rows(benchmark, fingerprint, checkpoint, name, views, metrics, clips,
-                                       found.excluded)]
+                                       found.excluded, step)]
         record_results(table, rows)
         done |= {(benchmark, fingerprint, name, views) for name in found.protocols}
         result.evaluated.append(checkpoint)
